@@ -1,0 +1,82 @@
+"""The `partc` command: a thin layer over the pipeline's entry points.
+
+Every user error is a `PartError`: printed, exit code 2, no traceback.
+Anything else escaping a command is a bug in partc and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from partc.errors import PartError
+
+EXIT_USER_ERROR = 2
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    import partc
+    from partc.summary import dump, summary
+
+    net = partc.load(args.spec)
+    sys.stdout.write(dump(net) if args.dump else summary(net))
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    import partc
+    from partc.dot import write_graph
+
+    net = partc.load(args.spec)
+    out = write_graph(net, args.output)
+    print(f"wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from partc import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="partc", description="Compile, train, export and serve PaRT multi-task networks from .part specs."
+    )
+    parser.add_argument("--version", action="version", version=f"partc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("check", help="check a spec and print its levels, paths and parameter counts")
+    p.add_argument("spec", help="the .part file")
+    p.add_argument("--dump", action="store_true", help="print the IR graph, a line per node and edge")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("graph", help="draw the network with each task's path (DOT, or SVG/PNG via Graphviz)")
+    p.add_argument("spec", help="the .part file")
+    p.add_argument("-o", "--output", required=True, help="net.dot, net.svg or net.png")
+    p.set_defaults(func=cmd_graph)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands():
+    """Commands of later stages register themselves here (compile, train, ...)."""
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return args.func(args)
+    except PartError as e:
+        print(e.render(), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

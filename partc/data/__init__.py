@@ -1,0 +1,1 @@
+"""Task data: the catalog of sources (torch-free) and their loaders."""

@@ -1,0 +1,5 @@
+"""Stage 1, the language: spec text -> AST."""
+
+from partc.language.parser import parse, read_spec
+
+__all__ = ["parse", "read_spec"]

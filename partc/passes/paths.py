@@ -1,0 +1,169 @@
+"""Pass 2, path selection: every task gets its segment indices at every level.
+
+Explicit paths (`l1[0, 3]`) are taken as written; `random(N)` draws N of
+the level's M segments. The draw ranks segments by a SHA-256 of
+(seed, task, level, index), so it is the same on every run, machine and
+Python version, and adding a task never changes another task's path.
+`share`/`private` constraints steer the draw where the path is random;
+`check_constraints` (pass 3) then verifies them on the final paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from partc.errors import PartError, SpecError
+from partc.ir import Network
+from partc.language import ast
+
+
+def _rank(seed: int, task: str, level: str, count: int) -> list[int]:
+    def key(i: int) -> bytes:
+        return hashlib.sha256(f"{seed}/{task}/{level}/{i}".encode()).digest()
+
+    return sorted(range(count), key=key)
+
+
+def select_paths(net: Network, tree: ast.Network) -> list[PartError]:
+    errors: list[PartError] = []
+    levels = {lv.name: lv for lv in net.levels}
+    random_draws: dict[tuple[str, str], int] = {}  # (task, level) -> N
+
+    for t in tree.tasks:
+        task = net.tasks.get(t.name)
+        if task is None:
+            continue
+        default_random = None
+        for item in t.path:
+            if item.kind == "random":
+                if default_random is not None:
+                    errors.append(SpecError(f"task '{t.name}' has two default random(N) paths", item.loc,
+                                            "keep one random(N); name levels for the others, e.g. l1 random(2)"))
+                default_random = item
+                continue
+            level = levels.get(item.level)
+            if level is None:
+                continue  # reported by resolve
+            if item.level in task.path_locs:
+                errors.append(SpecError(f"task '{t.name}' gives level '{item.level}' two paths", item.loc,
+                                        "give each level one path"))
+                continue
+            task.path_locs[item.level] = item.loc
+            if item.kind == "level_random":
+                if _check_count(t.name, level, item.count, item, errors):
+                    random_draws[(t.name, item.level)] = item.count
+                    task.path[item.level] = ()
+                continue
+            bad = [i for i in item.indices if not 0 <= i < level.count]
+            if bad:
+                errors.append(SpecError(
+                    f"segment index {bad[0]} is out of range for level '{level.name}'", item.loc,
+                    f"level '{level.name}' has segments 0..{level.count - 1}"))
+                continue
+            if len(set(item.indices)) != len(item.indices):
+                errors.append(SpecError(f"task '{t.name}' lists a segment of level '{level.name}' twice", item.loc))
+                continue
+            task.path[item.level] = tuple(sorted(item.indices))
+        for level in net.levels:
+            if level.name in task.path_locs:
+                continue
+            if default_random is None:
+                errors.append(SpecError(
+                    f"task '{t.name}' has no path at level '{level.name}'", t.loc,
+                    f"add 'path random(N)' or '{level.name}[i, ...]' (segments 0..{level.count - 1})"))
+                continue
+            if _check_count(t.name, level, default_random.count, default_random, errors):
+                random_draws[(t.name, level.name)] = default_random.count
+                task.path[level.name] = ()
+                task.path_locs[level.name] = default_random.loc
+    if errors:
+        return errors
+
+    for level in net.levels:
+        _draw_level(net, level.name, level.count, random_draws)
+    # keep level order in every task's path table
+    for task in net.tasks.values():
+        task.path = {lv.name: task.path[lv.name] for lv in net.levels}
+    return errors
+
+
+def _check_count(task: str, level, n: int, item: ast.PathItem, errors: list[PartError]) -> bool:
+    if not 1 <= n <= level.count:
+        errors.append(SpecError(
+            f"task '{task}' asks for random({n}) at level '{level.name}', which has {level.count} segments",
+            item.loc, f"N must be between 1 and {level.count}"))
+        return False
+    return True
+
+
+def _draw_level(net: Network, level: str, count: int, random_draws: dict[tuple[str, str], int]) -> None:
+    """Fill the random paths of one level, honouring private and share constraints."""
+    fixed = {name: set(t.path[level]) for name, t in net.tasks.items() if (name, level) not in random_draws}
+    private_tasks = [n for c in net.constraints if c.kind == "private" and level in c.levels for n in c.tasks]
+    drawn: dict[str, set[int]] = {}
+
+    def taken_privately(by_other_than: str) -> set[int]:
+        out: set[int] = set()
+        for name in private_tasks:
+            if name != by_other_than:
+                out |= fixed.get(name, set()) | drawn.get(name, set())
+        return out
+
+    def used_by_others(name: str) -> set[int]:
+        out: set[int] = set()
+        for other, segs in list(fixed.items()) + list(drawn.items()):
+            if other != name:
+                out |= segs
+        return out
+
+    # private tasks first, so the others can steer around them
+    order = sorted(
+        (name for name in net.tasks if (name, level) in random_draws),
+        key=lambda n: (n not in private_tasks, list(net.tasks).index(n)),
+    )
+    for name in order:
+        n = random_draws[(name, level)]
+        avoid = taken_privately(name)
+        if name in private_tasks:
+            avoid |= used_by_others(name)
+        ranking = [i for i in _rank(net.seed, name, level, count) if i not in avoid]
+        ranking += [i for i in _rank(net.seed, name, level, count) if i in avoid]  # unsatisfiable: verified later
+        chosen = ranking[:n]
+        for c in net.constraints:
+            if c.kind != "share" or level not in c.levels or name not in c.tasks:
+                continue
+            partners = set().union(*(fixed.get(p, set()) | drawn.get(p, set()) for p in c.tasks if p != name))
+            if partners and not partners & set(chosen):
+                best = next((i for i in ranking if i in partners), None)
+                if best is not None:
+                    chosen[-1] = best
+        drawn[name] = set(chosen)
+        net.tasks[name].path[level] = tuple(sorted(chosen))
+
+
+def check_constraints(net: Network) -> list[PartError]:
+    """Pass 3: every share/private constraint holds on the final paths."""
+    errors: list[PartError] = []
+    for c in net.constraints:
+        if any(t not in net.tasks for t in c.tasks):
+            continue
+        for level in c.levels:
+            paths = {t: set(net.tasks[t].path[level]) for t in c.tasks}
+            if c.kind == "share":
+                common = set.intersection(*paths.values())
+                if not common:
+                    shown = "; ".join(f"{t} uses {sorted(p)}" for t, p in paths.items())
+                    errors.append(SpecError(
+                        f"share cannot hold: {', '.join(c.tasks)} have no common segment at level '{level}'",
+                        c.loc, f"{shown}; give them a common index there"))
+            else:
+                for t in c.tasks:
+                    others = {o: set(p.path[level]) & paths[t] for o, p in net.tasks.items() if o != t}
+                    clash = {o: s for o, s in others.items() if s}
+                    if clash:
+                        o, segs = next(iter(clash.items()))
+                        errors.append(SpecError(
+                            f"private cannot hold: task '{t}' must have level '{level}' to itself, "
+                            f"but '{o}' also uses segment(s) {sorted(segs)}", c.loc,
+                            "change one of the paths, or drop the constraint"))
+    return errors

@@ -1,0 +1,105 @@
+"""Pass 4, shape inference: every layer, segment, level, stem and head.
+
+Rules: every segment of a level maps the level's input shape to the same
+output shape; a residual level keeps its shape; a task's stem maps the
+task's input to the shape the first level takes; heads see the flattened
+output of the last level and end in `linear(classes)`.
+"""
+
+from __future__ import annotations
+
+from partc.errors import PartError, SpecError
+from partc.ir import Layer, Network
+from partc.layers import PRIMITIVES, ShapeError
+
+
+def run_layers(layers: list[Layer], shape: tuple[int, ...], errors: list[PartError], where: str) -> tuple[int, ...] | None:
+    """Propagate `shape` through `layers`, filling each layer's shapes and size."""
+    for layer in layers:
+        prim = PRIMITIVES[layer.op]
+        try:
+            out = prim.shape(shape, layer.args)
+        except ShapeError as e:
+            errors.append(SpecError(f"{e} (in {where})", layer.loc, _shape_hint(layer.op)))
+            return None
+        layer.in_shape, layer.shape, layer.params = shape, tuple(out), prim.count(shape, layer.args)
+        shape = tuple(out)
+    return shape
+
+
+def _shape_hint(op: str) -> str | None:
+    return {
+        "linear": "put 'flatten' (or a global 'avgpool' then 'flatten') before linear",
+        "conv": "conv works on (C, H, W) images; check the level's input shape",
+    }.get(op)
+
+
+def infer_shapes(net: Network) -> list[PartError]:
+    errors: list[PartError] = []
+    if not net.inputs:
+        return errors
+    trunk = net.trunk_input.shape
+    shape: tuple[int, ...] | None = trunk
+    for level in net.levels:
+        level.in_shape = shape
+        outs = []
+        for g in level.groups:
+            out = run_layers(g.layers, shape, errors, f"level '{level.name}', {g.describe()}")
+            g.params = sum(layer.params for layer in g.layers)
+            outs.append((g, out))
+        if any(out is None for _, out in outs):
+            return errors
+        first_group, first = outs[0]
+        for g, out in outs[1:]:
+            if out != first:
+                errors.append(SpecError(
+                    f"segments of level '{level.name}' disagree in shape: {first_group.describe()} gives "
+                    f"{list(first)}, {g.describe()} gives {list(out)}", g.loc,
+                    "every segment of a level must map its input to the same shape"))
+                return errors
+        if level.residual and first != shape:
+            errors.append(SpecError(
+                f"level '{level.name}' is residual but changes the shape {list(shape)} -> {list(first)}",
+                level.loc, "drop 'residual', or make the segments keep the shape"))
+            return errors
+        level.sum_shape = first
+        shape = run_layers(level.then, first, errors, f"the 'then' of level '{level.name}'")
+        if shape is None:
+            return errors
+        weighted = [layer for layer in level.then if layer.params]
+        if weighted:
+            errors.append(SpecError(
+                f"'then' of level '{level.name}' has a layer with parameters ({weighted[0].op})", weighted[0].loc,
+                "'then' runs after the sum and would be shared by every task: use relu, gelu, dropout, "
+                "maxpool, avgpool or flatten there, and put weighted layers inside the segment"))
+            return errors
+        level.shape = shape
+
+    for task in net.tasks.values():
+        source = net.inputs.get(task.input)
+        if source is None:
+            continue
+        if task.stem is not None:
+            out = run_layers(task.stem, source.shape, errors, f"the stem of task '{task.name}'")
+            task.stem_params = sum(layer.params for layer in task.stem)
+            if out is not None and out != trunk:
+                errors.append(SpecError(
+                    f"the stem of task '{task.name}' gives shape {list(out)}, but the first level takes {list(trunk)}",
+                    task.stem[-1].loc if task.stem else task.loc,
+                    f"make the stem end in shape {list(trunk)}"))
+        elif source.shape != trunk:
+            errors.append(SpecError(
+                f"task '{task.name}' reads input '{source.name}' {list(source.shape)}, but the first level "
+                f"takes {list(trunk)}", task.loc,
+                f"add a stem that maps {list(source.shape)} to {list(trunk)}, e.g. stem {{ conv({trunk[0]}, pad=1) }}"))
+        where = f"the head of task '{task.name}'"
+        head_out = run_layers(task.head, shape, errors, where)
+        if head_out is None:
+            continue
+        # every head ends in flatten (when needed) and linear(classes)
+        if len(head_out) != 1:
+            task.head.append(Layer("flatten", {}, task.loc))
+        task.head.append(Layer("linear", {"out": max(task.classes, 1), "bias": True}, task.loc))
+        run_layers(task.head, shape, errors, where)
+        task.head_params = sum(layer.params for layer in task.head)
+    return errors

@@ -1,0 +1,111 @@
+"""Text views of a checked network: the `partc check` summary and an IR dump.
+
+Both are deterministic (golden tests read them): no timestamps, sorted
+where the spec gives no order.
+"""
+
+from __future__ import annotations
+
+from partc.ir import Network
+
+
+def _shape(s: tuple[int, ...]) -> str:
+    return "[" + ", ".join(map(str, s)) + "]"
+
+
+def _table(header: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+
+    def line(cells):
+        out = [str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=False))]
+        return "  ".join(out).rstrip()
+
+    return [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
+
+
+def _segment_kinds(level) -> str:
+    return " + ".join(f"{g.count} x {g.describe()}" for g in level.groups)
+
+
+def summary(net: Network) -> str:
+    """The compact table `partc check` prints."""
+    lines = [f"network {net.name}  ({net.file}, spec {net.spec_hash}, seed {net.seed})"]
+    for spec in net.inputs.values():
+        lines.append(f"input {spec.name}: {spec.dtype}{_shape(spec.shape)}")
+    counts = sorted({lv.count for lv in net.levels})
+    m = str(counts[0]) if len(counts) == 1 else f"{counts[0]}..{counts[-1]}"
+    lines.append(f"{len(net.levels)} levels x {m} segments, {len(net.tasks)} tasks")
+    lines.append("")
+
+    rows = []
+    for lv in net.levels:
+        users = [net.segment_users(lv.name, i) for i in range(lv.count)]
+        post = ("residual " if lv.residual else "") + ", ".join(layer.describe() for layer in lv.then)
+        params = sorted({lv.segment_params(i) for i in range(lv.count)})
+        rows.append([
+            lv.name, _segment_kinds(lv), post.strip() or "-", f"{_shape(lv.in_shape)} -> {_shape(lv.shape)}",
+            "/".join(f"{p:,}" for p in params), str(sum(1 for u in users if u)),
+            str(sum(1 for u in users if len(u) > 1)), str(sum(1 for u in users if len(u) == 1)),
+        ])
+    lines += _table(["level", "segments", "then", "shape in -> out", "params/seg", "used", "shared", "private"],
+                    rows, right={4, 5, 6, 7})
+    lines.append("")
+
+    lines.append("paths (segment indices per level; * = private to the task)")
+    rows = []
+    for name, task in net.tasks.items():
+        cells = [name]
+        for lv in net.levels:
+            marks = [f"{i}{'*' if len(net.segment_users(lv.name, i)) == 1 else ''}" for i in task.path[lv.name]]
+            cells.append(",".join(marks))
+        rows.append(cells)
+    lines += _table(["task"] + [lv.name for lv in net.levels], rows)
+    lines.append("")
+
+    rows = []
+    for name, task in net.tasks.items():
+        total, shared = net.task_params(name), net.task_shared_params(name)
+        stem_head = task.stem_params + task.head_params
+        src = task.data.source if task.data else "-"
+        extra = " via stem" if task.stem is not None else ""
+        rows.append([name, f"{task.input}{extra}", src, str(task.classes), f"{total:,}", f"{shared:,}",
+                     f"{total - shared - stem_head:,}", f"{stem_head:,}"])
+    lines += _table(["task", "input", "data", "classes", "params", "shared", "private", "stem+head"], rows,
+                    right={3, 4, 5, 6, 7})
+    lines.append("")
+    lines.append(f"total parameters: {net.total_params:,}   used by some task: {net.used_params:,}   "
+                 f"in shared segments: {net.shared_params:,}")
+    return "\n".join(lines) + "\n"
+
+
+def dump(net: Network) -> str:
+    """A line per IR node and edge, for golden tests and debugging."""
+    g = net.graph
+    lines = [f"network {net.name} seed={net.seed}"]
+    for node in sorted(g.nodes, key=_node_order(net)):
+        a = g.nodes[node]
+        tasks = ",".join(sorted(a["tasks"]))
+        shape = _shape(a.get("shape", ()))
+        lines.append(f"node {node} op={a['op']} shape={shape} params={a.get('params', 0)} tasks={{{tasks}}}")
+    order = _node_order(net)
+    for u, v, tasks in sorted(g.edges(data="tasks"), key=lambda e: (order(e[0]), order(e[1]))):
+        lines.append(f"edge {u} -> {v} tasks={{{','.join(sorted(tasks))}}}")
+    return "\n".join(lines) + "\n"
+
+
+def _node_order(net: Network):
+    level_pos = {lv.name: lv.position for lv in net.levels}
+    task_pos = {t: i for i, t in enumerate(net.tasks)}
+
+    def key(node: str):
+        if node.startswith("input:"):
+            return (0, 0, node)
+        if node.startswith("stem:"):
+            return (1, task_pos[node[5:]], node)
+        if node.startswith("head:"):
+            return (3, task_pos[node[5:]], node)
+        level = node.split("[")[0].split(":")[0]
+        index = int(node.split("[")[1][:-1]) if "[" in node else 10**9
+        return (2, level_pos[level], index)
+
+    return key

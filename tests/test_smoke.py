@@ -1,0 +1,24 @@
+"""The shipped specs check, and their paper-given parameter counts hold."""
+
+from pathlib import Path
+
+import pytest
+
+import partc
+from partc.passes import verify
+
+SPECS = sorted(Path(__file__).resolve().parent.parent.joinpath("specs").glob("*.part"))
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_shipped_spec_checks(spec):
+    net = partc.load(spec)
+    assert verify(net) == []
+
+
+def test_paper_parameter_counts():
+    net = partc.load(Path(__file__).resolve().parent.parent / "specs" / "cifar100_part.part")
+    assert net.total_params == 132_038_244
+    assert {net.task_params(t) for t in net.tasks} == {44_000_778}
+    per_segment = [lv.segment_params(0) for lv in net.levels]
+    assert per_segment == [1920, 74112, 74112, 221952, 295680, 886272, 1181184, 3542016, 4721664]
