@@ -3,7 +3,7 @@
 Entry points, one per pipeline stage:
     parse(text)     -> AST            (partc.language)
     load(path)      -> checked IR     (partc.passes)
-    compile(net)    -> torch module   (partc.compile)
+    compile(net)    -> torch module   (partc.compiler)
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def load(path: str | Path) -> Network:
 
 def compile(net: Network | str | Path):  # noqa: A001 - the pipeline's name for this stage
     """Compile a checked network (or a spec path) into a `torch.nn.Module`."""
-    from partc.compile import compile_network
+    from partc.compiler import compile_network
 
     if not isinstance(net, Network):
         net = load(net)

@@ -2,7 +2,7 @@
 
 Torch-free on purpose: `partc check` must stay fast, so shape inference and
 parameter counting live here as plain arithmetic, and the compile stage maps
-each primitive onto its torch module (`partc.compile.modules`).
+each primitive onto its torch module (`partc.compiler.modules`).
 
 Shapes exclude the batch axis: an image is (C, H, W), a feature vector (F,).
 """

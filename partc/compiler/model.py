@@ -1,0 +1,183 @@
+"""Stage 3, compile: checked IR -> `PartModel`, a torch module with task routing.
+
+`PartModel` owns every segment, stem and head exactly once. Per-task
+`torch.fx.GraphModule`s are built straight from the IR (no tracing): each
+calls only its task's modules, which it shares with the model by reference.
+`forward_all` runs a whole multi-task step segment-major: every segment runs
+once over the rows of all tasks routed through it (gather, run, scatter-add,
+as mixture-of-experts layers dispatch).
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+from torch import Tensor, nn
+
+from partc.compiler.modules import build_sequential
+from partc.ir import Network
+
+
+class PartModel(nn.Module):
+    """All segments, stems and heads of a network, and its task routes."""
+
+    def __init__(self, net: Network):
+        super().__init__()
+        self.net = net
+        self.task_names = list(net.tasks)
+        self.levels = nn.ModuleDict()
+        self.posts = nn.ModuleDict()  # each level's parameter-free `then` ops
+        for level in net.levels:
+            segments = []
+            for i in range(level.count):
+                segments.append(build_sequential(level.group_of(i).layers))
+            self.levels[level.name] = nn.ModuleList(segments)
+            self.posts[level.name] = build_sequential(level.then)
+        self.stems = nn.ModuleDict(
+            {name: build_sequential(t.stem) for name, t in net.tasks.items() if t.stem is not None}
+        )
+        self.heads = nn.ModuleDict({name: build_sequential(t.head) for name, t in net.tasks.items()})
+        # Static routing tables: which tasks run each segment (order of self.task_names).
+        self._segment_users = {
+            (lv.name, i): [t for t in self.task_names if i in net.tasks[t].path[lv.name]]
+            for lv in net.levels
+            for i in range(lv.count)
+        }
+        # Not registered as submodules: they share this model's modules by reference.
+        self._task_modules: dict[tuple[str, bool], fx.GraphModule] = {}
+        self._row_plans: dict[tuple[int, ...], dict] = {}
+
+    # ---- look-ups ----
+    def segment(self, level: str, index: int) -> nn.Module:
+        return self.levels[level][index]
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        """Parameters on `task`'s route: its stem, its path's segments, its head."""
+        self._check_task(task)
+        modules: list[nn.Module] = []
+        if task in self.stems:
+            modules.append(self.stems[task])
+        for level, indices in self.net.tasks[task].path.items():
+            modules += [self.levels[level][i] for i in indices]
+        modules.append(self.heads[task])
+        return [p for m in modules for p in m.parameters()]
+
+    def _check_task(self, task: str) -> None:
+        if task not in self.net.tasks:
+            raise KeyError(f"unknown task '{task}'; tasks: {', '.join(self.task_names)}")
+
+    # ---- per-task routes ----
+    def task(self, name: str, *, features: bool = False) -> fx.GraphModule:
+        """The fx module of one task; with `features`, it also returns each level's output."""
+        self._check_task(name)
+        key = (name, features)
+        if key not in self._task_modules:
+            self._task_modules[key] = fx.GraphModule(self, _task_graph(self.net, name, features),
+                                                     class_name=f"Task_{name}")
+        return self._task_modules[key]
+
+    def forward(self, x: Tensor, task: str) -> Tensor:
+        return self.task(task)(x)
+
+    def features(self, x: Tensor, task: str) -> dict[str, Tensor]:
+        """Each level's output on `task`'s path (after residual and `then`)."""
+        return self.task(task, features=True)(x)[1]
+
+    # ---- fused multi-task step ----
+    def forward_all(self, batches: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Logits of every task in `batches`, each segment run once over its tasks' rows."""
+        tasks = [t for t in self.task_names if t in batches]
+        unknown = set(batches) - set(tasks)
+        if unknown:
+            raise KeyError(f"unknown task(s) {sorted(unknown)}; tasks: {', '.join(self.task_names)}")
+        sizes = tuple(batches[t].shape[0] for t in tasks)
+        plan = self._row_plan(tuple(tasks), sizes)
+        rows = [self.stems[t](batches[t]) if t in self.stems else batches[t] for t in tasks]
+        h = torch.cat(rows) if len(rows) > 1 else rows[0]
+        for level in self.net.levels:
+            out = None
+            for i, segment in enumerate(self.levels[level.name]):
+                rows = plan[(level.name, i)]
+                if rows is None:
+                    continue
+                if isinstance(rows, slice):
+                    y = segment(h[rows])
+                    if rows == plan["all"]:
+                        out = y if out is None else out + y
+                        continue
+                    if out is None:
+                        out = h.new_zeros((h.shape[0],) + y.shape[1:], dtype=y.dtype)
+                    out[rows] += y
+                else:
+                    y = segment(h.index_select(0, rows))
+                    if out is None:
+                        out = h.new_zeros((h.shape[0],) + y.shape[1:], dtype=y.dtype)
+                    out.index_add_(0, rows, y)
+            if level.residual:
+                out = out + h
+            h = self.posts[level.name](out)
+        logits = {}
+        for t, (start, stop) in zip(tasks, plan["spans"]):
+            logits[t] = self.heads[t](h[start:stop])
+        return logits
+
+    def _row_plan(self, tasks: tuple[str, ...], sizes: tuple[int, ...]) -> dict:
+        """Which rows of the concatenated batch each segment runs on (cached per shape)."""
+        key = tasks + sizes
+        if key in self._row_plans:
+            return self._row_plans[key]
+        spans, start = [], 0
+        for n in sizes:
+            spans.append((start, start + n))
+            start += n
+        span_of = dict(zip(tasks, spans))
+        plan: dict = {"spans": spans, "all": slice(0, start)}
+        for (level, i), users in self._segment_users.items():
+            present = [span_of[t] for t in users if t in span_of]
+            if not present:
+                plan[(level, i)] = None
+            elif _contiguous(present):
+                plan[(level, i)] = slice(present[0][0], present[-1][1])
+            else:
+                plan[(level, i)] = torch.cat([torch.arange(a, b) for a, b in present])
+        self._row_plans[key] = plan
+        return plan
+
+    def _apply(self, fn, *args, **kwargs):
+        # Index tensors of cached row plans must follow the model's device.
+        self._row_plans.clear()
+        return super()._apply(fn, *args, **kwargs)
+
+
+def _contiguous(spans: list[tuple[int, int]]) -> bool:
+    return all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+
+
+def _task_graph(net: Network, name: str, features: bool) -> fx.Graph:
+    """An fx graph calling only task `name`'s modules: stem, sum per level, residual, then, head."""
+    task = net.tasks[name]
+    g = fx.Graph()
+    h = g.placeholder("x")
+    if task.stem is not None:
+        h = g.call_module(f"stems.{name}", (h,))
+    level_outputs = {}
+    for level in net.levels:
+        total = None
+        for i in task.path[level.name]:
+            y = g.call_module(f"levels.{level.name}.{i}", (h,))
+            total = y if total is None else g.call_function(operator.add, (total, y))
+        if level.residual:
+            total = g.call_function(operator.add, (total, h))
+        h = g.call_module(f"posts.{level.name}", (total,)) if level.then else total
+        level_outputs[level.name] = h
+    logits = g.call_module(f"heads.{name}", (h,))
+    g.output((logits, level_outputs) if features else logits)
+    g.lint()
+    return g
+
+
+def compile_network(net: Network) -> PartModel:
+    """The compile stage's entry point."""
+    return PartModel(net)
