@@ -99,11 +99,13 @@ def find_root(layout: CifarLayout, source: str, root_arg: str, bases: list[Path]
     missing = [name for name in layout.files if not (root / name).is_file()]
     if missing:
         archive = next((p for p in (root / layout.archive, root.parent / layout.archive) if p.is_file()), None)
-        hint = (f"found {archive}: unpack it (tar xzf {archive.name}) so that {root}/{layout.files[0]} exists"
-                if archive else how_to_get(layout, str(root)))
-        raise DataError(
-            f"{layout.title} folder '{root}' is missing {', '.join(missing)} "
-            f"(expected {', '.join(layout.files)})", loc, hint)
+        hint = (f"found {archive}: unpack it (cd {archive.parent} && tar xzf {archive.name}), "
+                f"which creates {archive.parent / layout.folder}" if archive else how_to_get(layout, str(root)))
+        if len(missing) == len(layout.files):
+            problem = f"has none of the {layout.title} files {', '.join(layout.files)}"
+        else:
+            problem = f"is missing {', '.join(missing)} (expected {', '.join(layout.files)})"
+        raise DataError(f"{layout.title} folder '{root}' {problem}", loc, hint)
     return root
 
 
