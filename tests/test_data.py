@@ -8,6 +8,7 @@ PNGs drawn with Pillow.
 from __future__ import annotations
 
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,61 @@ def _dump(path: Path, obj: object, protocol: int = 2) -> None:
     path.write_bytes(pickle.dumps(obj, protocol=protocol))
 
 
+def py2_pickle(obj: object) -> bytes:
+    """The bytes Python 2's cPickle (protocol 2) writes for the official files: str keys, numpy.core arrays."""
+    out = bytearray(b"\x80\x02")
+
+    def string(raw: bytes) -> None:  # a Python 2 str
+        out.extend(b"U" + bytes([len(raw)]) + raw if len(raw) < 256 else b"T" + struct.pack("<i", len(raw)) + raw)
+
+    def integer(v: int) -> None:
+        out.extend(b"J" + struct.pack("<i", v))
+
+    def emit(o: object) -> None:
+        if isinstance(o, dict):
+            out.extend(b"}(")
+            for k, v in o.items():
+                emit(k)
+                emit(v)
+            out.extend(b"u")
+        elif isinstance(o, list):
+            out.extend(b"](")
+            for v in o:
+                emit(v)
+            out.extend(b"e")
+        elif isinstance(o, str):
+            string(o.encode("latin1"))
+        elif isinstance(o, int):
+            integer(o)
+        else:  # a uint8 ndarray: _reconstruct(ndarray, (0,), 'b'), then its state
+            assert isinstance(o, np.ndarray) and o.dtype == np.uint8
+            out.extend(b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n")
+            integer(0)
+            out.extend(b"\x85")
+            string(b"b")
+            out.extend(b"\x87R(")
+            integer(1)
+            out.extend(b"(")
+            for d in o.shape:
+                integer(d)
+            out.extend(b"tcnumpy\ndtype\n")
+            string(b"u1")
+            integer(0)
+            integer(1)
+            out.extend(b"\x87R(")
+            integer(3)
+            string(b"|")
+            out.extend(b"NNN")
+            for v in (-1, -1, 0):
+                integer(v)
+            out.extend(b"tb\x89")
+            string(o.tobytes())
+            out.extend(b"tb")
+
+    emit(obj)
+    return bytes(out + b".")
+
+
 def _images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random images whose first red pixel is the label and green (1, 2) is 200: layout checks."""
     data = rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8)
@@ -137,12 +193,14 @@ def _images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def write_cifar10(root: Path, per_batch: int = 40, n_test: int = 60) -> Path:
+    """Data batches as the official files are (Python 2 pickles); test batch and meta as Python 3 writes them."""
     rng = np.random.default_rng(0)
     root.mkdir(parents=True)
     for i in range(1, 6):
         labels = (np.arange(per_batch) + i) % 10
-        _dump(root / f"data_batch_{i}", {b"batch_label": f"training batch {i} of 5".encode(), b"labels": labels.tolist(),
-                                         b"data": _images(labels, rng), b"filenames": [b"a.png"] * per_batch})
+        (root / f"data_batch_{i}").write_bytes(py2_pickle({
+            "batch_label": f"training batch {i} of 5", "labels": labels.tolist(),
+            "data": _images(labels, rng), "filenames": ["a.png"] * per_batch}))
     labels = np.arange(n_test) % 10
     _dump(root / "test_batch", {b"batch_label": b"testing batch 1 of 1", b"labels": labels.tolist(),
                                 b"data": _images(labels, rng), b"filenames": [b"a.png"] * n_test}, protocol=4)
@@ -152,14 +210,18 @@ def write_cifar10(root: Path, per_batch: int = 40, n_test: int = 60) -> Path:
 
 
 def write_cifar100(root: Path, n_train: int = 500, n_test: int = 200) -> Path:
+    """train and meta as the official files are (Python 2 pickles); test as Python 3 writes it (bytes keys)."""
     rng = np.random.default_rng(1)
     root.mkdir(parents=True)
-    for name, n in (("train", n_train), ("test", n_test)):
-        fine = np.arange(n) % 100
-        _dump(root / name, {b"filenames": [b"a.png"] * n, b"batch_label": name.encode(), b"fine_labels": fine.tolist(),
-                            b"coarse_labels": (fine // 5).tolist(), b"data": _images(fine, rng)})
-    _dump(root / "meta", {b"fine_label_names": [n.encode() for n in CIFAR100_LABELS],
-                          b"coarse_label_names": [f"super{i}".encode() for i in range(20)]})
+    fine = np.arange(n_train) % 100
+    (root / "train").write_bytes(py2_pickle({
+        "filenames": ["a.png"] * n_train, "batch_label": "training batch 1 of 1", "fine_labels": fine.tolist(),
+        "coarse_labels": (fine // 5).tolist(), "data": _images(fine, rng)}))
+    fine = np.arange(n_test) % 100  # as Python 3 would write it: bytes keys
+    _dump(root / "test", {b"filenames": [b"a.png"] * n_test, b"batch_label": b"testing batch 1 of 1",
+                          b"fine_labels": fine.tolist(), b"coarse_labels": (fine // 5).tolist(), b"data": _images(fine, rng)})
+    (root / "meta").write_bytes(py2_pickle({"fine_label_names": list(CIFAR100_LABELS),
+                                            "coarse_label_names": [f"super{i}" for i in range(20)]}))
     return root
 
 
