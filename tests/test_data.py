@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
@@ -468,3 +470,31 @@ def test_task_data_pads_with_normalised_black(split_digits):
     padded = ~torch.isclose(out, torch.tensor(7.0))
     assert padded.any() and torch.allclose(out[padded], torch.tensor(td.pad_value[0]))
     assert td.pad_value[0] == pytest.approx(-td.mean[0] / td.std[0])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_augment_batch_on_gpu_matches_cpu():
+    x = torch.rand(32, 3, 16, 16)
+    want = augment_batch(x, torch.Generator().manual_seed(3), fill=[0.5, -1.0, 2.0])
+    got = augment_batch(x.cuda(), torch.Generator().manual_seed(3), fill=[0.5, -1.0, 2.0])  # CPU generator, GPU batch
+    assert got.device.type == "cuda" and torch.equal(got.cpu(), want)
+    on_device = augment_batch(x.cuda(), torch.Generator(device="cuda").manual_seed(3))
+    assert on_device.shape == x.shape
+
+
+# ---- split invariants -----------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(counts=st.lists(st.integers(0, 40), min_size=1, max_size=6), fraction=st.floats(0, 0.95), seed=st.integers(0, 9))
+def test_stratified_split_properties(counts, fraction, seed):
+    y = np.repeat(np.arange(len(counts)), counts)
+    np.random.default_rng(seed).shuffle(y)
+    n_out = round(fraction * len(y))
+    keep, out = data_load._stratified_split(y, n_out, np.random.default_rng(seed))
+    assert len(out) == n_out and np.union1d(keep, out).tolist() == list(range(len(y)))
+    assert not np.intersect1d(keep, out).size
+    held = np.bincount(y[out], minlength=len(counts)) if len(out) else np.zeros(len(counts))
+    assert np.all(np.abs(held - fraction * np.array(counts)) <= 1 + 1e-9 + abs(n_out - fraction * len(y)))
+    again = data_load._stratified_split(y, n_out, np.random.default_rng(seed))
+    assert np.array_equal(again[1], out)
