@@ -3,7 +3,7 @@
 `augment_batch(x, generator)` takes a batch (B, C, H, W) and returns a new
 batch where every image is shifted by a random crop of the image padded by
 4 pixels on each side, then mirrored left-right with probability 1/2. One
-gather does both for the whole batch (no per-sample Python loop), so it
+`gather` over the flattened padded images does both for the whole batch (no per-sample Python loop), so it
 runs on the GPU as fast as on the CPU, and the same generator state gives
 the same batch on every run.
 
@@ -43,16 +43,17 @@ def augment_batch(
     dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=gdev).to(x.device)
     flip = (torch.rand(b, generator=generator, device=gdev) < 0.5).to(x.device)
 
-    padded = F.pad(x, (padding, padding, padding, padding))
-    if fill is not None:
-        values = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
-        border = torch.ones(1, 1, h + 2 * padding, w + 2 * padding, dtype=torch.bool, device=x.device)
-        border[..., padding : padding + h, padding : padding + w] = False
-        padded = torch.where(border, values.expand(1, c, 1, 1), padded)
-
-    rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H)
+    rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H) rows of the padded image
     cols = torch.arange(w, device=x.device)
     cols = torch.where(flip[:, None], cols.flip(0), cols) + dx[:, None]  # (B, W); flipped samples read backwards
-    batch = torch.arange(b, device=x.device)[:, None, None, None]
-    chans = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch, chans, rows[:, None, :, None], cols[:, None, None, :]]
+    hp, wp = h + 2 * padding, w + 2 * padding
+    index = (rows[:, :, None] * wp + cols[:, None, :]).reshape(b, 1, h * w).expand(b, c, h * w)
+    padded = F.pad(x, (padding, padding, padding, padding))
+    out = padded.reshape(b, c, hp * wp).gather(2, index).reshape(b, c, h, w)
+    if fill is not None:
+        outside_rows = (rows < padding) | (rows >= padding + h)
+        outside_cols = (cols < padding) | (cols >= padding + w)
+        outside = (outside_rows[:, :, None] | outside_cols[:, None, :])[:, None]  # (B, 1, H, W)
+        values = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
+        out = torch.where(outside, values, out)
+    return out
