@@ -121,6 +121,7 @@ class Task:
     data: DataSpec | None
     path: dict[str, tuple[int, ...]] = field(default_factory=dict)  # level -> segment indices
     path_locs: dict[str, Location] = field(default_factory=dict)
+    input_loc: Location | None = None  # where `input NAME` is written, if it is
     stem: list[Layer] | None = None
     head: list[Layer] = field(default_factory=list)  # ends in linear(classes)
     weight: float = 1.0

@@ -33,6 +33,12 @@ def select_paths(net: Network, tree: ast.Network) -> list[PartError]:
         task = net.tasks.get(t.name)
         if task is None:
             continue
+        if not t.path:
+            errors.append(SpecError(
+                f"task '{t.name}' has no path", t.loc,
+                f"add e.g. 'path random(N)' (N of each level's segments) or 'path {net.levels[0].name}[0, 1] ...' "
+                "per level" if net.levels else "add e.g. 'path random(N)'"))
+            continue
         default_random = None
         for item in t.path:
             if item.kind == "random":
@@ -61,7 +67,8 @@ def select_paths(net: Network, tree: ast.Network) -> list[PartError]:
                     f"level '{level.name}' has segments 0..{level.count - 1}"))
                 continue
             if len(set(item.indices)) != len(item.indices):
-                errors.append(SpecError(f"task '{t.name}' lists a segment of level '{level.name}' twice", item.loc))
+                errors.append(SpecError(f"task '{t.name}' lists a segment of level '{level.name}' twice", item.loc,
+                                        "list each segment index once"))
                 continue
             task.path[item.level] = tuple(sorted(item.indices))
         for level in net.levels:
@@ -69,8 +76,9 @@ def select_paths(net: Network, tree: ast.Network) -> list[PartError]:
                 continue
             if default_random is None:
                 errors.append(SpecError(
-                    f"task '{t.name}' has no path at level '{level.name}'", t.loc,
-                    f"add 'path random(N)' or '{level.name}[i, ...]' (segments 0..{level.count - 1})"))
+                    f"task '{t.name}' has no path at level '{level.name}'", t.path[-1].loc,
+                    f"add '{level.name}[i, ...]' (segments 0..{level.count - 1}) or '{level.name} random(N)' "
+                    "to its path, or a default 'random(N)' for every level not named"))
                 continue
             if _check_count(t.name, level, default_random.count, default_random, errors):
                 random_draws[(t.name, level.name)] = default_random.count
@@ -141,9 +149,27 @@ def _draw_level(net: Network, level: str, count: int, random_draws: dict[tuple[s
         net.tasks[name].path[level] = tuple(sorted(chosen))
 
 
+def _contradictions(net: Network) -> list[PartError]:
+    """share and private on the same tasks and level can never both hold."""
+    errors: list[PartError] = []
+    for private in (c for c in net.constraints if c.kind == "private"):
+        for share in (c for c in net.constraints if c.kind == "share"):
+            tasks = [t for t in private.tasks if t in share.tasks]
+            levels = [lv for lv in private.levels if lv in share.levels]
+            if tasks and levels:
+                partner = next(t for t in share.tasks if t != tasks[0])
+                errors.append(SpecError(
+                    f"share and private contradict: '{tasks[0]}' must share a segment with '{partner}' at level "
+                    f"'{levels[0]}' (line {share.loc.line}) and keep that level to itself", private.loc,
+                    "drop one of the two constraints, or give them different levels"))
+    return errors
+
+
 def check_constraints(net: Network) -> list[PartError]:
     """Pass 3: every share/private constraint holds on the final paths."""
-    errors: list[PartError] = []
+    errors = _contradictions(net)
+    if errors:
+        return errors
     for c in net.constraints:
         if any(t not in net.tasks for t in c.tasks):
             continue
@@ -152,18 +178,22 @@ def check_constraints(net: Network) -> list[PartError]:
             if c.kind == "share":
                 common = set.intersection(*paths.values())
                 if not common:
-                    shown = "; ".join(f"{t} uses {sorted(p)}" for t, p in paths.items())
+                    shown = ", ".join(f"'{t}' uses {sorted(p)}" for t, p in paths.items())
                     errors.append(SpecError(
                         f"share cannot hold: {', '.join(c.tasks)} have no common segment at level '{level}'",
-                        c.loc, f"{shown}; give them a common index there"))
-            else:
-                for t in c.tasks:
-                    others = {o: set(p.path[level]) & paths[t] for o, p in net.tasks.items() if o != t}
-                    clash = {o: s for o, s in others.items() if s}
-                    if clash:
-                        o, segs = next(iter(clash.items()))
-                        errors.append(SpecError(
-                            f"private cannot hold: task '{t}' must have level '{level}' to itself, "
-                            f"but '{o}' also uses segment(s) {sorted(segs)}", c.loc,
-                            "change one of the paths, or drop the constraint"))
+                        c.loc, f"{shown}: give them a common segment index there"))
+                continue
+            for t in c.tasks:
+                clash = next(((o, set(p.path[level]) & paths[t]) for o, p in net.tasks.items()
+                              if o != t and set(p.path[level]) & paths[t]), None)
+                if clash is None:
+                    continue
+                o, segs = clash
+                count = net.level(level).count
+                errors.append(SpecError(
+                    f"private cannot hold: task '{t}' must have level '{level}' to itself, "
+                    f"but '{o}' also uses segment(s) {sorted(segs)}", c.loc,
+                    f"'{t}' uses {sorted(paths[t])}, '{o}' uses {sorted(net.tasks[o].path[level])} of segments "
+                    f"0..{count - 1}: give them disjoint segments, or drop the constraint"))
+                break  # one clash per level says enough
     return errors
