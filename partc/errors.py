@@ -100,6 +100,15 @@ def raise_collected(errors: list[PartError], limit: int = 10) -> None:
     """Raise the collected errors of a stage (at most `limit`), if any."""
     if not errors:
         return
+    # a template used by several levels reports its mistake once
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for e in errors:
+        key = (e.message, str(e.loc))
+        if key not in seen:
+            seen.add(key)
+            unique.append(e)
+    errors = unique
     if len(errors) == 1:
         raise errors[0]
     raise ErrorGroup(errors[:limit])

@@ -104,7 +104,7 @@ PRIMITIVES: dict[str, Primitive] = {
                 Param("stride", int, 1, _pos, "a positive stride"),
                 Param("pad", int, 0, lambda v: v >= 0, "a padding >= 0"),
                 Param("groups", int, 1, _pos, "a positive group count"),
-                Param("bias", bool, True),
+                Param("bias", bool, True, expect="true or false"),
             ),
             _conv_shape,
             _conv_count,
@@ -112,7 +112,7 @@ PRIMITIVES: dict[str, Primitive] = {
         ),
         Primitive(
             "linear",
-            (Param("out", int, check=_pos, expect="a positive feature count"), Param("bias", bool, True)),
+            (Param("out", int, check=_pos, expect="a positive feature count"), Param("bias", bool, True, expect="true or false")),
             _linear_shape,
             lambda s, a: s[0] * a["out"] + (a["out"] if a["bias"] else 0),
             "fully connected layer",
@@ -125,13 +125,13 @@ PRIMITIVES: dict[str, Primitive] = {
                   doc="dropout (train only)"),
         Primitive(
             "maxpool",
-            (Param("k", int, check=_pos, expect="a positive window"), Param("stride", int, None, _pos)),
+            (Param("k", int, check=_pos, expect="a positive window"), Param("stride", int, None, _pos, "a positive stride")),
             _pool_shape("maxpool"),
             doc="max pooling over k x k windows",
         ),
         Primitive(
             "avgpool",
-            (Param("k", int, None, _pos, "a positive window"), Param("stride", int, None, _pos)),
+            (Param("k", int, None, _pos, "a positive window"), Param("stride", int, None, _pos, "a positive stride")),
             _pool_shape("avgpool"),
             doc="average pooling; with no window, global average pooling",
         ),

@@ -89,7 +89,7 @@ def select_classes(source: Source, classes: Any) -> list[str]:
             raise ClassesError(f"{source.name} has {len(fixed)} classes, asked for {classes}",
                                f"ask for 1..{len(fixed)} classes, or list them")
         if classes > MAX_CLASSES:
-            raise ClassesError(f"classes={classes} is more than partc supports ({MAX_CLASSES:,})")
+            raise ClassesError(f"classes={classes} is more than partc supports", f"use at most {MAX_CLASSES:,} classes")
         return list(fixed[:classes]) if fixed else [str(i) for i in range(classes)]
     values = classes.values() if hasattr(classes, "values") and not isinstance(classes, dict) else classes
     if not isinstance(values, list) or not values:

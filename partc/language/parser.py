@@ -233,6 +233,7 @@ def _scan_brackets(text: str, stop: int) -> tuple[list[tuple[str, int]], dict[in
 
 _NETWORK_STATEMENTS = {"INPUT", "SEED", "SEGMENT", "LEVEL", "TASK", "SHARE", "PRIVATE", "TRAIN"}
 _TASK_STATEMENTS = {"DATA", "PATH", "STEM", "HEAD", "CLASSES", "SETTING_KEY"}
+_VALUE_STARTS = {"INT", "FLOAT", "MINUS", "STRING", "LSQB", "NAME", "TRUE", "FALSE"}
 
 
 def _expected_names(e: lark.exceptions.UnexpectedInput) -> list[str]:
@@ -249,6 +250,9 @@ def _expected_names(e: lark.exceptions.UnexpectedInput) -> list[str]:
     if _TASK_STATEMENTS <= expected:
         expected -= _TASK_STATEMENTS | {"INPUT"}
         names.append("a task statement (data, path, input, stem, head, classes, weight, sampling)")
+    if _VALUE_STARTS <= expected:
+        expected -= _VALUE_STARTS
+        names.append("a value (number, \"string\", [list], name or true/false)")
     names += sorted(_token_name(t) for t in expected)
     return names
 

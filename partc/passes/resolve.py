@@ -129,6 +129,10 @@ def resolve(tree: ast.Network) -> tuple[Network, list[PartError]]:
                 err(f"segment template '{seg.name}' has no parameter '{key}'", arg.loc,
                     valid_names(key, seg.params, f"{seg.name}'s parameters"))
                 return None
+            if key in env:
+                err(f"segment template '{seg.name}' gets argument '{key}' twice", arg.loc,
+                    f"usage: {seg.name}({', '.join(seg.params)})")
+                return None
             env[key] = _literal(arg, errors)
         missing = [p for p in seg.params if p not in env]
         if missing:
@@ -181,7 +185,10 @@ def resolve(tree: ast.Network) -> tuple[Network, list[PartError]]:
                 err(f"task '{t.name}' reads unknown input '{name}'", loc, valid_names(name, inputs, "inputs"))
             task_input = name
         data, labels = _resolve_data(t, errors)
-        if t.classes is not None:
+        if t.classes is not None and t.data is not None and "classes" in t.data.keywords():
+            err(f"task '{t.name}' gives its classes twice", t.classes.loc,
+                f"keep either classes=... in {t.data.name}(...) or this 'classes' statement")
+        elif t.classes is not None:
             value = _literal(t.classes, errors)
             source = SOURCES.get(data.source) if data else None
             try:
@@ -199,6 +206,9 @@ def resolve(tree: ast.Network) -> tuple[Network, list[PartError]]:
             stem = inst[0] if inst else []
         elif t.stem is not None:
             stem = bind_layers(t.stem, {}, f"the stem of task '{t.name}'")
+            if not t.stem:
+                err(f"the stem of task '{t.name}' has no layers", t.loc,
+                    "give it layers, e.g. stem { conv(16, pad=1); relu }, or drop it")
         head = bind_layers(t.head or [], {}, f"the head of task '{t.name}'")
         settings = {}
         for key, arg in t.settings.items():
@@ -227,10 +237,10 @@ def resolve(tree: ast.Network) -> tuple[Network, list[PartError]]:
             if name not in tasks:
                 err(f"{c.kind} names unknown task '{name}'", loc, valid_names(name, tasks, "tasks"))
             names.append(name)
-        if c.kind == "share" and len(set(names)) < 2:
-            err("share needs at least two different tasks", c.loc, "e.g. 'share a, b at l1'")
         if len(set(names)) != len(names):
             err(f"{c.kind} names a task twice", c.loc, "name each task once")
+        elif c.kind == "share" and len(names) < 2:
+            err("share needs at least two different tasks", c.loc, "e.g. 'share a, b at l1'")
         constraints.append(Constraint(c.kind, names, _expand_levels(c.levels, level_names, errors), c.loc))
 
     train, train_locs = _resolve_train(tree, errors)
@@ -368,9 +378,28 @@ def _resolve_train(tree: ast.Network, errors: list[PartError]) -> tuple[dict[str
             errors.append(SpecError(f"train setting '{s.name}' must be {valid}, got {_show(s.value)}", s.loc,
                                     f"e.g. {TRAIN_EXAMPLES[s.name]}"))
             continue
+        unknown = next(_refs_inside(s.value), None)
+        if unknown is not None:
+            errors.append(SpecError(f"unknown name '{unknown.name}' in train setting '{s.name}'", unknown.loc,
+                                    f"write a number or a list there, e.g. {TRAIN_EXAMPLES[s.name]}"))
+            continue
         train[s.name] = _plain(s.value)
         locs[s.name] = s.loc
     return train, locs
+
+
+def _refs_inside(value: Any):
+    """Bare names used as argument values inside a call (they name nothing there)."""
+    if isinstance(value, ast.Call):
+        for arg in value.args:
+            if isinstance(arg.value, ast.Ref):
+                yield arg.value
+            yield from _refs_inside(arg.value)
+    elif isinstance(value, list):
+        for v in value:
+            if isinstance(v, ast.Ref):
+                yield v
+            yield from _refs_inside(v)
 
 
 def _plain(value: Any) -> Any:
