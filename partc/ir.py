@@ -33,7 +33,7 @@ class Layer:
     params: int = 0
 
     def describe(self) -> str:
-        from partc.layers import PRIMITIVES
+        from partc.layers import PRIMITIVES, show_value
 
         prim = PRIMITIVES[self.op]
         shown = []
@@ -41,7 +41,7 @@ class Layer:
             value = self.args[p.name]
             if value == p.default:
                 continue
-            shown.append(repr(value) if not shown and p is prim.params[0] else f"{p.name}={value!r}")
+            shown.append(show_value(value) if not shown and p is prim.params[0] else f"{p.name}={show_value(value)}")
         return f"{self.op}({', '.join(shown)})" if shown else self.op
 
 
@@ -65,7 +65,11 @@ class SegmentGroup:
     params: int = 0  # per segment
 
     def describe(self) -> str:
-        args = ", ".join(f"{v!r}" for v in self.template_args.values())
+        from partc.layers import show_value
+
+        if not self.template_args and len(self.layers) == 1 and self.layers[0].op == self.template:
+            return self.layers[0].describe()  # a layer used directly as the segment: show its arguments
+        args = ", ".join(show_value(v) for v in self.template_args.values())
         return f"{self.template}({args})" if args or self.template_args else self.template
 
 
