@@ -101,7 +101,7 @@ class Level:
         return self.group_of(index).params
 
     def segment_node(self, index: int) -> str:
-        return f"{self.name}[{index}]"
+        return segment_node(self.name, index)
 
     @property
     def sum_node(self) -> str:
@@ -178,20 +178,21 @@ class Network:
         return next(iter(self.inputs.values()))
 
     def segment_users(self, level: str, index: int) -> frozenset[str]:
-        return self.graph.nodes[self.level(level).segment_node(index)]["tasks"]
+        return self.graph.nodes[segment_node(level, index)]["tasks"]
 
     def task_params(self, task: str) -> int:
         """Parameters on the task's route: stem, path segments, head."""
         t = self.tasks[task]
-        on_path = sum(self.level(lv).segment_params(i) for lv, ix in t.path.items() for i in ix)
+        levels = {lv.name: lv for lv in self.levels}
+        on_path = sum(levels[lv].segment_params(i) for lv, ix in t.path.items() for i in ix)
         return t.stem_params + on_path + t.head_params
 
     def task_shared_params(self, task: str) -> int:
         """Parameters of the task's path segments that other tasks also use."""
+        levels = {lv.name: lv for lv in self.levels}
         total = 0
         for lv, indices in self.tasks[task].path.items():
-            level = self.level(lv)
-            total += sum(level.segment_params(i) for i in indices if len(self.segment_users(lv, i)) > 1)
+            total += sum(levels[lv].segment_params(i) for i in indices if len(self.segment_users(lv, i)) > 1)
         return total
 
     @property
@@ -218,6 +219,11 @@ class Network:
             for i in range(lv.count)
             if len(self.segment_users(lv.name, i)) > 1
         )
+
+
+def segment_node(level: str, index: int) -> str:
+    """The graph node of segment `index` of `level`: `l3[5]`."""
+    return f"{level}[{index}]"
 
 
 def task_subgraph(net: Network, task: str) -> nx.DiGraph:
