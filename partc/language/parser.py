@@ -209,6 +209,8 @@ _WORD_CHARS = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY
 
 def _bad_number(text: str, pos: int) -> tuple[int, str] | None:
     """The malformed number the error position sits in (`0.5.1`, `8x`, `1e`), if any."""
+    if pos >= len(text) or text[pos] not in _WORD_CHARS:
+        return None  # the offending character is not part of a word: `7$` is a stray '$'
     start = pos
     while start > 0 and text[start - 1] in _WORD_CHARS:
         start -= 1
