@@ -74,13 +74,16 @@ def write_graph(net: Network, path: str | Path) -> Path:
     path = Path(path)
     suffix = path.suffix.lower().lstrip(".")
     if suffix not in ("dot", "gv", "svg", "png", "pdf"):
-        raise PartError(f"cannot draw to '{path}': unknown format '.{suffix}'",
-                        hint="use a file ending in .dot, .svg, .png or .pdf")
+        what = f"unknown format '.{suffix}'" if suffix else "no format suffix"
+        raise PartError(f"cannot draw to '{path}': {what}", hint="use a file ending in .dot, .svg, .png or .pdf")
     dot_text = to_dot(net)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix in ("dot", "gv"):
-        path.write_text(dot_text, encoding="utf-8")
-        return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix in ("dot", "gv"):
+            path.write_text(dot_text, encoding="utf-8")
+            return path
+    except OSError as e:
+        raise PartError(f"cannot write '{path}': {e.strerror}", hint="check that the folder can be written") from None
     exe = shutil.which("dot")
     if exe is None:
         raise PartError(
@@ -88,7 +91,10 @@ def write_graph(net: Network, path: str | Path) -> Path:
             hint="install Graphviz (Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz), "
             "or write DOT with -o net.dot",
         )
-    result = subprocess.run([exe, f"-T{suffix}", "-o", str(path)], input=dot_text.encode(), capture_output=True)
+    try:
+        result = subprocess.run([exe, f"-T{suffix}", "-o", str(path)], input=dot_text.encode(), capture_output=True)
+    except OSError as e:
+        raise PartError(f"cannot run Graphviz's 'dot' ({exe}): {e.strerror}", hint="reinstall Graphviz") from None
     if result.returncode != 0:
         raise PartError(f"Graphviz failed to render '{path}': {result.stderr.decode(errors='replace').strip()}")
     return path

@@ -9,6 +9,8 @@ Anything that is not a `PartError` reaching the CLI is a bug in partc.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -41,7 +43,7 @@ class PartError(Exception):
         prefix = f"{self.loc}: " if self.loc else ""
         lines = [f"{prefix}{self.kind}: {self.message}"]
         if self.loc and self.loc.source_line is not None:
-            text = self.loc.source_line.rstrip("\n").expandtabs(1)
+            text = self.loc.source_line.rstrip("\r\n").expandtabs(1)
             lines.append(f"    {text}")
             width = 1
             if self.loc.end_column and self.loc.end_column > self.loc.column:
@@ -98,6 +100,29 @@ def raise_collected(errors: list[PartError], limit: int = 10) -> None:
     """Raise the collected errors of a stage (at most `limit`), if any."""
     if not errors:
         return
+    # a template used by several levels reports its mistake once
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for e in errors:
+        key = (e.message, str(e.loc))
+        if key not in seen:
+            seen.add(key)
+            unique.append(e)
+    errors = unique
     if len(errors) == 1:
         raise errors[0]
     raise ErrorGroup(errors[:limit])
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate a misspelt `name` most likely meant, if any is close."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def valid_names(name: str, candidates: Iterable[str], label: str) -> str:
+    """A hint listing what is valid, led by the closest match to a misspelt `name`."""
+    candidates = list(candidates)
+    listing = f"{label}: {', '.join(candidates) if candidates else 'none'}"
+    close = closest(name, candidates)
+    return f"did you mean '{close}'? {listing}" if close else listing

@@ -33,7 +33,7 @@ class Layer:
     params: int = 0
 
     def describe(self) -> str:
-        from partc.layers import PRIMITIVES
+        from partc.layers import PRIMITIVES, show_value
 
         prim = PRIMITIVES[self.op]
         shown = []
@@ -41,7 +41,7 @@ class Layer:
             value = self.args[p.name]
             if value == p.default:
                 continue
-            shown.append(repr(value) if not shown and p is prim.params[0] else f"{p.name}={value!r}")
+            shown.append(show_value(value) if not shown and p is prim.params[0] else f"{p.name}={show_value(value)}")
         return f"{self.op}({', '.join(shown)})" if shown else self.op
 
 
@@ -65,7 +65,11 @@ class SegmentGroup:
     params: int = 0  # per segment
 
     def describe(self) -> str:
-        args = ", ".join(f"{v!r}" for v in self.template_args.values())
+        from partc.layers import show_value
+
+        if not self.template_args and len(self.layers) == 1 and self.layers[0].op == self.template:
+            return self.layers[0].describe()  # a layer used directly as the segment: show its arguments
+        args = ", ".join(show_value(v) for v in self.template_args.values())
         return f"{self.template}({args})" if args or self.template_args else self.template
 
 
@@ -97,7 +101,7 @@ class Level:
         return self.group_of(index).params
 
     def segment_node(self, index: int) -> str:
-        return f"{self.name}[{index}]"
+        return segment_node(self.name, index)
 
     @property
     def sum_node(self) -> str:
@@ -121,6 +125,7 @@ class Task:
     data: DataSpec | None
     path: dict[str, tuple[int, ...]] = field(default_factory=dict)  # level -> segment indices
     path_locs: dict[str, Location] = field(default_factory=dict)
+    input_loc: Location | None = None  # where `input NAME` is written, if it is
     stem: list[Layer] | None = None
     head: list[Layer] = field(default_factory=list)  # ends in linear(classes)
     weight: float = 1.0
@@ -173,20 +178,21 @@ class Network:
         return next(iter(self.inputs.values()))
 
     def segment_users(self, level: str, index: int) -> frozenset[str]:
-        return self.graph.nodes[self.level(level).segment_node(index)]["tasks"]
+        return self.graph.nodes[segment_node(level, index)]["tasks"]
 
     def task_params(self, task: str) -> int:
         """Parameters on the task's route: stem, path segments, head."""
         t = self.tasks[task]
-        on_path = sum(self.level(lv).segment_params(i) for lv, ix in t.path.items() for i in ix)
+        levels = {lv.name: lv for lv in self.levels}
+        on_path = sum(levels[lv].segment_params(i) for lv, ix in t.path.items() for i in ix)
         return t.stem_params + on_path + t.head_params
 
     def task_shared_params(self, task: str) -> int:
         """Parameters of the task's path segments that other tasks also use."""
+        levels = {lv.name: lv for lv in self.levels}
         total = 0
         for lv, indices in self.tasks[task].path.items():
-            level = self.level(lv)
-            total += sum(level.segment_params(i) for i in indices if len(self.segment_users(lv, i)) > 1)
+            total += sum(levels[lv].segment_params(i) for i in indices if len(self.segment_users(lv, i)) > 1)
         return total
 
     @property
@@ -213,6 +219,11 @@ class Network:
             for i in range(lv.count)
             if len(self.segment_users(lv.name, i)) > 1
         )
+
+
+def segment_node(level: str, index: int) -> str:
+    """The graph node of segment `index` of `level`: `l3[5]`."""
+    return f"{level}[{index}]"
 
 
 def task_subgraph(net: Network, task: str) -> nx.DiGraph:

@@ -18,7 +18,11 @@ REQUIRED = object()
 
 
 class ShapeError(ValueError):
-    """A layer cannot take the shape it is given; the message says why."""
+    """A layer cannot take the shape it is given; the message says why, `hint` what would work."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
 
 
 @dataclass(frozen=True)
@@ -42,18 +46,21 @@ class Primitive:
 
 def _need_image(name: str, shape: tuple[int, ...]) -> None:
     if len(shape) != 3:
-        raise ShapeError(f"{name} needs an image input (C, H, W), got shape {list(shape)}")
+        raise ShapeError(f"{name} needs an image input (C, H, W), got shape {list(shape)}",
+                         f"{name} cannot follow flatten or linear; check the shape it is given")
 
 
 def _conv_shape(s, a):
     _need_image("conv", s)
     c, h, w = s
     if c % a["groups"] or a["out"] % a["groups"]:
-        raise ShapeError(f"conv groups={a['groups']} must divide both {c} input and {a['out']} output channels")
+        raise ShapeError(f"conv groups={a['groups']} must divide both {c} input and {a['out']} output channels",
+                         "choose groups dividing both channel counts")
     k, st, p = a["k"], a["stride"], a["pad"]
     oh, ow = (h + 2 * p - k) // st + 1, (w + 2 * p - k) // st + 1
     if oh < 1 or ow < 1:
-        raise ShapeError(f"conv k={k} does not fit a {h}x{w} input (pad={p})")
+        raise ShapeError(f"conv k={k} does not fit the {h}x{w} input (pad={p})",
+                         "use a smaller kernel k, or more padding pad=...")
     return (a["out"], oh, ow)
 
 
@@ -63,7 +70,8 @@ def _conv_count(s, a):
 
 def _linear_shape(s, a):
     if len(s) != 1:
-        raise ShapeError(f"linear needs a flat input (F,), got shape {list(s)}; put 'flatten' before it")
+        raise ShapeError(f"linear needs a flat input (F,), got shape {list(s)}",
+                         "put 'flatten' (or a global 'avgpool' then 'flatten') before linear")
     return (a["out"],)
 
 
@@ -75,7 +83,7 @@ def _pool_shape(name):
             return (c, 1, 1)
         k, st = a["k"], a.get("stride") or a["k"]
         if k > h or k > w:
-            raise ShapeError(f"{name}({k}) does not fit a {h}x{w} input")
+            raise ShapeError(f"{name}({k}) does not fit the {h}x{w} input", "use a smaller window, or pool less earlier")
         return (c, (h - k) // st + 1, (w - k) // st + 1)
 
     return shape
@@ -96,7 +104,7 @@ PRIMITIVES: dict[str, Primitive] = {
                 Param("stride", int, 1, _pos, "a positive stride"),
                 Param("pad", int, 0, lambda v: v >= 0, "a padding >= 0"),
                 Param("groups", int, 1, _pos, "a positive group count"),
-                Param("bias", bool, True),
+                Param("bias", bool, True, expect="true or false"),
             ),
             _conv_shape,
             _conv_count,
@@ -104,7 +112,7 @@ PRIMITIVES: dict[str, Primitive] = {
         ),
         Primitive(
             "linear",
-            (Param("out", int, check=_pos, expect="a positive feature count"), Param("bias", bool, True)),
+            (Param("out", int, check=_pos, expect="a positive feature count"), Param("bias", bool, True, expect="true or false")),
             _linear_shape,
             lambda s, a: s[0] * a["out"] + (a["out"] if a["bias"] else 0),
             "fully connected layer",
@@ -117,13 +125,13 @@ PRIMITIVES: dict[str, Primitive] = {
                   doc="dropout (train only)"),
         Primitive(
             "maxpool",
-            (Param("k", int, check=_pos, expect="a positive window"), Param("stride", int, None, _pos)),
+            (Param("k", int, check=_pos, expect="a positive window"), Param("stride", int, None, _pos, "a positive stride")),
             _pool_shape("maxpool"),
             doc="max pooling over k x k windows",
         ),
         Primitive(
             "avgpool",
-            (Param("k", int, None, _pos, "a positive window"), Param("stride", int, None, _pos)),
+            (Param("k", int, None, _pos, "a positive window"), Param("stride", int, None, _pos, "a positive stride")),
             _pool_shape("avgpool"),
             doc="average pooling; with no window, global average pooling",
         ),
@@ -158,12 +166,28 @@ def bind_args(prim: Primitive, positional: list[Any], keywords: dict[str, Any]) 
         ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
         if not ok or (p.check is not None and value is not None and not p.check(value)):
             what = p.expect or " or ".join(k.__name__ for k in kinds)
-            raise ValueError(f"{prim.name} argument '{p.name}' must be {what}, got {value!r}")
+            raise ValueError(f"{prim.name} argument '{p.name}' must be {what}, got {show_value(value)}")
     return {n: bound[n] for n in names}
 
 
 def signature(prim: Primitive) -> str:
     parts = []
     for p in prim.params:
-        parts.append(p.name if p.default is REQUIRED else f"{p.name}={p.default!r}".replace("None", "none"))
+        parts.append(p.name if p.default is REQUIRED else f"{p.name}={show_value(p.default)}")
     return f"{prim.name}({', '.join(parts)})" if parts else prim.name
+
+
+def show_value(value: Any) -> str:
+    """A value as the spec language writes it: true, none, [1, 2], "text"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(show_value(v) for v in value) + "]"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    name = getattr(value, "name", None)  # an AST call or name used as a value
+    return f"{name}(...)" if hasattr(value, "args") else str(name or value)

@@ -37,9 +37,11 @@ def summary(net: Network) -> str:
     lines.append(f"{len(net.levels)} levels x {m} segments, {len(net.tasks)} tasks")
     lines.append("")
 
+    # who uses each segment, looked up once (a large spec has 100,000s of path cells)
+    users_of = {lv.name: [net.segment_users(lv.name, i) for i in range(lv.count)] for lv in net.levels}
     rows = []
     for lv in net.levels:
-        users = [net.segment_users(lv.name, i) for i in range(lv.count)]
+        users = users_of[lv.name]
         post = ("residual " if lv.residual else "") + ", ".join(layer.describe() for layer in lv.then)
         params = sorted({lv.segment_params(i) for i in range(lv.count)})
         rows.append([
@@ -56,7 +58,8 @@ def summary(net: Network) -> str:
     for name, task in net.tasks.items():
         cells = [name]
         for lv in net.levels:
-            marks = [f"{i}{'*' if len(net.segment_users(lv.name, i)) == 1 else ''}" for i in task.path[lv.name]]
+            users = users_of[lv.name]
+            marks = [f"{i}{'*' if len(users[i]) == 1 else ''}" for i in task.path[lv.name]]
             cells.append(",".join(marks))
         rows.append(cells)
     lines += _table(["task"] + [lv.name for lv in net.levels], rows)
@@ -64,7 +67,8 @@ def summary(net: Network) -> str:
 
     rows = []
     for name, task in net.tasks.items():
-        total, shared = net.task_params(name), net.task_shared_params(name)
+        total = net.task_params(name)
+        shared = sum(lv.segment_params(i) for lv in net.levels for i in task.path[lv.name] if len(users_of[lv.name][i]) > 1)
         stem_head = task.stem_params + task.head_params
         src = task.data.source if task.data else "-"
         extra = " via stem" if task.stem is not None else ""

@@ -7,6 +7,7 @@ selects. The loaders themselves live beside this file (`partc.data.load`).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -96,38 +97,64 @@ SOURCES: dict[str, Source] = {
 }
 
 
+class ClassesError(ValueError):
+    """A `classes=` value the source cannot satisfy; `hint` says what would."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
+MAX_CLASSES = 100_000
+
+
 def select_classes(source: Source, classes: Any) -> list[str]:
-    """Class labels a task uses, from its `classes=` value; raise ValueError."""
+    """Class labels a task uses, from its `classes=` value; raise ClassesError.
+
+    With no `classes=`, a source with fixed classes gives them all and one
+    without (npz, folder, synthetic) gives none: the caller reports that.
+    """
+    fixed = source.labels
     if classes is None:
-        if source.labels is None:
-            raise ValueError(f"data source '{source.name}' needs classes=... (a count or a list)")
-        return list(source.labels)
+        return list(fixed) if fixed is not None else []
     if isinstance(classes, bool):
-        raise ValueError("classes must be a count, a list or a range, not true/false")
+        raise ClassesError("classes must be a count, a list or a range, not true/false", _CLASSES_USAGE)
     if isinstance(classes, int):
         if classes < 1:
-            raise ValueError(f"a task needs at least one class, got classes={classes}")
-        if source.labels is not None and classes > len(source.labels):
-            raise ValueError(f"{source.name} has {len(source.labels)} classes, asked for {classes}")
-        return list(source.labels[:classes]) if source.labels else [str(i) for i in range(classes)]
+            raise ClassesError(f"a task needs at least one class, got classes={classes}", _CLASSES_USAGE)
+        if fixed is not None and classes > len(fixed):
+            raise ClassesError(f"{source.name} has {len(fixed)} classes, asked for {classes}",
+                               f"ask for 1..{len(fixed)} classes, or list them")
+        if classes > MAX_CLASSES:
+            raise ClassesError(f"classes={classes} is more than partc supports", f"use at most {MAX_CLASSES:,} classes")
+        return list(fixed[:classes]) if fixed else [str(i) for i in range(classes)]
     values = classes.values() if hasattr(classes, "values") and not isinstance(classes, dict) else classes
     if not isinstance(values, list) or not values:
-        raise ValueError("classes must be a count, a non-empty list or a range")
-    if len(set(values)) != len(values):
-        raise ValueError(f"classes lists a class twice: {values}")
+        raise ClassesError("classes must be a count, a non-empty list or a range", _CLASSES_USAGE)
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        if source.labels is not None:
-            bad = [v for v in values if not 0 <= v < len(source.labels)]
+        if fixed is not None:
+            bad = [v for v in values if not 0 <= v < len(fixed)]
             if bad:
-                raise ValueError(
-                    f"{source.name} has classes 0..{len(source.labels) - 1}; {bad[0]} is out of range"
-                )
-            return [source.labels[v] for v in values]
-        return [str(v) for v in values]
-    if all(isinstance(v, str) for v in values):
-        if source.labels is not None:
-            unknown = [v for v in values if v not in source.labels]
+                raise ClassesError(f"class {bad[0]} is out of range: {source.name} has classes 0..{len(fixed) - 1}",
+                                   f"use class indices 0..{len(fixed) - 1}")
+    elif all(isinstance(v, str) for v in values):
+        if fixed is not None:
+            unknown = [v for v in values if v not in fixed]
             if unknown:
-                raise ValueError(f"{source.name} has no class named '{unknown[0]}'")
-        return list(values)
-    raise ValueError("classes must be all integers or all names")
+                close = difflib.get_close_matches(unknown[0], fixed, n=1)
+                raise ClassesError(f"{source.name} has no class named '{unknown[0]}'",
+                                   f"did you mean '{close[0]}'?" if close else
+                                   f"{source.name}'s classes are named like '{fixed[0]}' and '{fixed[1]}', "
+                                   f"or use indices 0..{len(fixed) - 1}")
+    else:
+        raise ClassesError("classes must be all integers or all names", _CLASSES_USAGE)
+    if len(set(values)) != len(values):
+        seen: set = set()
+        twice = next(v for v in values if v in seen or seen.add(v))
+        raise ClassesError(f"classes lists {twice!r} twice", "list each class once")
+    if all(isinstance(v, int) for v in values):
+        return [fixed[v] for v in values] if fixed is not None else [str(v) for v in values]
+    return list(values)
+
+
+_CLASSES_USAGE = "write classes=N (a count), classes=[0, 3, 7], classes=0..9 or classes=[\"cat\", \"dog\"]"

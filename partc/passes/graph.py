@@ -7,6 +7,8 @@ Each edge's `tasks` is the set of tasks flowing along it; each node's
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import networkx as nx
 
 from partc.errors import PartError
@@ -15,22 +17,19 @@ from partc.ir import Network
 
 def build_graph(net: Network) -> list[PartError]:
     g = nx.DiGraph(name=net.name, spec_hash=net.spec_hash)
-    users: dict[str, set[str]] = {}
-
-    def edge(u: str, v: str, task: str) -> None:
-        if g.has_edge(u, v):
-            g.edges[u, v]["tasks"] = g.edges[u, v]["tasks"] | {task}
-        else:
-            g.add_edge(u, v, tasks=frozenset({task}))
-        users.setdefault(u, set()).add(task)
-        users.setdefault(v, set()).add(task)
+    # Collect each edge's tasks first and add the edges once at the end:
+    # a large spec has hundreds of thousands of (edge, task) pairs.
+    edge_tasks: dict[tuple[str, str], set[str]] = defaultdict(set)
+    users: dict[str, set[str]] = defaultdict(set)
 
     for spec in net.inputs.values():
         g.add_node(f"input:{spec.name}", op="input", loc=spec.loc, shape=spec.shape, params=0)
+    segment_nodes = {}
     for level in net.levels:
-        for i in range(level.count):
+        segment_nodes[level.name] = [level.segment_node(i) for i in range(level.count)]
+        for i, node in enumerate(segment_nodes[level.name]):
             group = level.group_of(i)
-            g.add_node(level.segment_node(i), op="segment", loc=group.loc, level=level.name, index=i,
+            g.add_node(node, op="segment", loc=group.loc, level=level.name, index=i,
                        template=group.template, in_shape=level.in_shape, shape=level.sum_shape,
                        params=group.params)
         g.add_node(level.sum_node, op="level_sum", loc=level.loc, level=level.name, residual=level.residual,
@@ -40,20 +39,25 @@ def build_graph(net: Network) -> list[PartError]:
         if task.stem is not None:
             g.add_node(task.stem_node, op="stem", loc=task.loc, task=task.name, params=task.stem_params,
                        shape=net.trunk_input.shape)
-            edge(source, task.stem_node, task.name)
+            edge_tasks[source, task.stem_node].add(task.name)
             source = task.stem_node
         for level in net.levels:
+            nodes = segment_nodes[level.name]
             for i in task.path.get(level.name, ()):
-                edge(source, level.segment_node(i), task.name)
-                edge(level.segment_node(i), level.sum_node, task.name)
+                edge_tasks[source, nodes[i]].add(task.name)
+                edge_tasks[nodes[i], level.sum_node].add(task.name)
             if level.residual:
-                edge(source, level.sum_node, task.name)
+                edge_tasks[source, level.sum_node].add(task.name)
             source = level.sum_node
         g.add_node(task.head_node, op="head", loc=task.loc, task=task.name, params=task.head_params,
                    shape=(task.classes,))
-        edge(source, task.head_node, task.name)
-    for node in g.nodes:
-        g.nodes[node]["tasks"] = frozenset(users.get(node, ()))
+        edge_tasks[source, task.head_node].add(task.name)
+    for (u, v), tasks in edge_tasks.items():
+        users[u] |= tasks
+        users[v] |= tasks
+    g.add_edges_from((u, v, {"tasks": frozenset(tasks)}) for (u, v), tasks in edge_tasks.items())
+    for node, attrs in g.nodes(data=True):
+        attrs["tasks"] = frozenset(users.get(node, ()))
     net.graph = g
     return []
 

@@ -10,6 +10,7 @@ Python version, and adding a task never changes another task's path.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from partc.errors import PartError, SpecError
@@ -18,10 +19,22 @@ from partc.language import ast
 
 
 def _rank(seed: int, task: str, level: str, count: int) -> list[int]:
-    def key(i: int) -> bytes:
-        return hashlib.sha256(f"{seed}/{task}/{level}/{i}".encode()).digest()
+    """Segment indices 0..count-1 ordered by SHA-256 of "seed/task/level/index"."""
+    # Hash the shared prefix once and extend a copy per index: the same
+    # digests as hashing each full string, at half the cost (a large spec
+    # ranks hundreds of thousands of segments).
+    prefix = hashlib.sha256(f"{seed}/{task}/{level}/".encode())
+    keys = []
+    for index in _index_bytes(count):
+        h = prefix.copy()
+        h.update(index)
+        keys.append(h.digest())
+    return sorted(range(count), key=keys.__getitem__)
 
-    return sorted(range(count), key=key)
+
+@functools.lru_cache(maxsize=64)
+def _index_bytes(count: int) -> tuple[bytes, ...]:
+    return tuple(str(i).encode() for i in range(count))
 
 
 def select_paths(net: Network, tree: ast.Network) -> list[PartError]:
@@ -32,6 +45,12 @@ def select_paths(net: Network, tree: ast.Network) -> list[PartError]:
     for t in tree.tasks:
         task = net.tasks.get(t.name)
         if task is None:
+            continue
+        if not t.path:
+            errors.append(SpecError(
+                f"task '{t.name}' has no path", t.loc,
+                f"add e.g. 'path random(N)' (N of each level's segments) or 'path {net.levels[0].name}[0, 1] ...' "
+                "per level" if net.levels else "add e.g. 'path random(N)'"))
             continue
         default_random = None
         for item in t.path:
@@ -61,7 +80,8 @@ def select_paths(net: Network, tree: ast.Network) -> list[PartError]:
                     f"level '{level.name}' has segments 0..{level.count - 1}"))
                 continue
             if len(set(item.indices)) != len(item.indices):
-                errors.append(SpecError(f"task '{t.name}' lists a segment of level '{level.name}' twice", item.loc))
+                errors.append(SpecError(f"task '{t.name}' lists a segment of level '{level.name}' twice", item.loc,
+                                        "list each segment index once"))
                 continue
             task.path[item.level] = tuple(sorted(item.indices))
         for level in net.levels:
@@ -69,8 +89,9 @@ def select_paths(net: Network, tree: ast.Network) -> list[PartError]:
                 continue
             if default_random is None:
                 errors.append(SpecError(
-                    f"task '{t.name}' has no path at level '{level.name}'", t.loc,
-                    f"add 'path random(N)' or '{level.name}[i, ...]' (segments 0..{level.count - 1})"))
+                    f"task '{t.name}' has no path at level '{level.name}'", t.path[-1].loc,
+                    f"add '{level.name}[i, ...]' (segments 0..{level.count - 1}) or '{level.name} random(N)' "
+                    "to its path, or a default 'random(N)' for every level not named"))
                 continue
             if _check_count(t.name, level, default_random.count, default_random, errors):
                 random_draws[(t.name, level.name)] = default_random.count
@@ -99,40 +120,33 @@ def _check_count(task: str, level, n: int, item: ast.PathItem, errors: list[Part
 def _draw_level(net: Network, level: str, count: int, random_draws: dict[tuple[str, str], int]) -> None:
     """Fill the random paths of one level, honouring private and share constraints."""
     fixed = {name: set(t.path[level]) for name, t in net.tasks.items() if (name, level) not in random_draws}
-    private_tasks = [n for c in net.constraints if c.kind == "private" and level in c.levels for n in c.tasks]
+    private_tasks = {n for c in net.constraints if c.kind == "private" and level in c.levels for n in c.tasks}
+    shares = [c.tasks for c in net.constraints if c.kind == "share" and level in c.levels]
     drawn: dict[str, set[int]] = {}
 
-    def taken_privately(by_other_than: str) -> set[int]:
+    def segments_of(names) -> set[int]:
         out: set[int] = set()
-        for name in private_tasks:
-            if name != by_other_than:
-                out |= fixed.get(name, set()) | drawn.get(name, set())
+        for name in names:
+            out |= fixed.get(name, set()) | drawn.get(name, set())
         return out
 
-    def used_by_others(name: str) -> set[int]:
-        out: set[int] = set()
-        for other, segs in list(fixed.items()) + list(drawn.items()):
-            if other != name:
-                out |= segs
-        return out
-
-    # private tasks first, so the others can steer around them
-    order = sorted(
-        (name for name in net.tasks if (name, level) in random_draws),
-        key=lambda n: (n not in private_tasks, list(net.tasks).index(n)),
-    )
+    # private tasks first, so the others can steer around them; then spec order
+    position = {name: i for i, name in enumerate(net.tasks)}
+    order = sorted((name for name in net.tasks if (name, level) in random_draws),
+                   key=lambda n: (n not in private_tasks, position[n]))
     for name in order:
         n = random_draws[(name, level)]
-        avoid = taken_privately(name)
+        avoid = segments_of(private_tasks - {name})
         if name in private_tasks:
-            avoid |= used_by_others(name)
-        ranking = [i for i in _rank(net.seed, name, level, count) if i not in avoid]
-        ranking += [i for i in _rank(net.seed, name, level, count) if i in avoid]  # unsatisfiable: verified later
+            avoid |= segments_of((set(fixed) | set(drawn)) - {name})
+        ranking = _rank(net.seed, name, level, count)
+        if avoid:  # unsatisfiable when too few are left: check_constraints reports it
+            ranking = [i for i in ranking if i not in avoid] + [i for i in ranking if i in avoid]
         chosen = ranking[:n]
-        for c in net.constraints:
-            if c.kind != "share" or level not in c.levels or name not in c.tasks:
+        for tasks in shares:
+            if name not in tasks:
                 continue
-            partners = set().union(*(fixed.get(p, set()) | drawn.get(p, set()) for p in c.tasks if p != name))
+            partners = segments_of(p for p in tasks if p != name)
             if partners and not partners & set(chosen):
                 best = next((i for i in ranking if i in partners), None)
                 if best is not None:
@@ -141,9 +155,27 @@ def _draw_level(net: Network, level: str, count: int, random_draws: dict[tuple[s
         net.tasks[name].path[level] = tuple(sorted(chosen))
 
 
+def _contradictions(net: Network) -> list[PartError]:
+    """share and private on the same tasks and level can never both hold."""
+    errors: list[PartError] = []
+    for private in (c for c in net.constraints if c.kind == "private"):
+        for share in (c for c in net.constraints if c.kind == "share"):
+            tasks = [t for t in private.tasks if t in share.tasks]
+            levels = [lv for lv in private.levels if lv in share.levels]
+            if tasks and levels:
+                partner = next(t for t in share.tasks if t != tasks[0])
+                errors.append(SpecError(
+                    f"share and private contradict: '{tasks[0]}' must share a segment with '{partner}' at level "
+                    f"'{levels[0]}' (line {share.loc.line}) and keep that level to itself", private.loc,
+                    "drop one of the two constraints, or give them different levels"))
+    return errors
+
+
 def check_constraints(net: Network) -> list[PartError]:
     """Pass 3: every share/private constraint holds on the final paths."""
-    errors: list[PartError] = []
+    errors = _contradictions(net)
+    if errors:
+        return errors
     for c in net.constraints:
         if any(t not in net.tasks for t in c.tasks):
             continue
@@ -152,18 +184,22 @@ def check_constraints(net: Network) -> list[PartError]:
             if c.kind == "share":
                 common = set.intersection(*paths.values())
                 if not common:
-                    shown = "; ".join(f"{t} uses {sorted(p)}" for t, p in paths.items())
+                    shown = ", ".join(f"'{t}' uses {sorted(p)}" for t, p in paths.items())
                     errors.append(SpecError(
                         f"share cannot hold: {', '.join(c.tasks)} have no common segment at level '{level}'",
-                        c.loc, f"{shown}; give them a common index there"))
-            else:
-                for t in c.tasks:
-                    others = {o: set(p.path[level]) & paths[t] for o, p in net.tasks.items() if o != t}
-                    clash = {o: s for o, s in others.items() if s}
-                    if clash:
-                        o, segs = next(iter(clash.items()))
-                        errors.append(SpecError(
-                            f"private cannot hold: task '{t}' must have level '{level}' to itself, "
-                            f"but '{o}' also uses segment(s) {sorted(segs)}", c.loc,
-                            "change one of the paths, or drop the constraint"))
+                        c.loc, f"{shown}: give them a common segment index there"))
+                continue
+            for t in c.tasks:
+                clash = next(((o, set(p.path[level]) & paths[t]) for o, p in net.tasks.items()
+                              if o != t and set(p.path[level]) & paths[t]), None)
+                if clash is None:
+                    continue
+                o, segs = clash
+                count = net.level(level).count
+                errors.append(SpecError(
+                    f"private cannot hold: task '{t}' must have level '{level}' to itself, "
+                    f"but '{o}' also uses segment(s) {sorted(segs)}", c.loc,
+                    f"'{t}' uses {sorted(paths[t])}, '{o}' uses {sorted(net.tasks[o].path[level])} of segments "
+                    f"0..{count - 1}: give them disjoint segments, or drop the constraint"))
+                break  # one clash per level says enough
     return errors

@@ -20,18 +20,22 @@ def run_layers(layers: list[Layer], shape: tuple[int, ...], errors: list[PartErr
         try:
             out = prim.shape(shape, layer.args)
         except ShapeError as e:
-            errors.append(SpecError(f"{e} (in {where})", layer.loc, _shape_hint(layer.op)))
+            errors.append(SpecError(f"{e} (in {where})", layer.loc, e.hint))
             return None
         layer.in_shape, layer.shape, layer.params = shape, tuple(out), prim.count(shape, layer.args)
         shape = tuple(out)
     return shape
 
 
-def _shape_hint(op: str) -> str | None:
-    return {
-        "linear": "put 'flatten' (or a global 'avgpool' then 'flatten') before linear",
-        "conv": "conv works on (C, H, W) images; check the level's input shape",
-    }.get(op)
+def _stem_example(source: tuple[int, ...], trunk: tuple[int, ...]) -> str:
+    """A one-conv stem mapping image shape `source` onto `trunk`, where one exists."""
+    if len(source) != 3 or len(trunk) != 3:
+        return ""
+    (_, h, w), (c, th, tw) = source, trunk
+    if h % th or w % tw or h // th != w // tw:
+        return ""
+    stride = h // th
+    return f", e.g. stem {{ conv({c}, k=3, pad=1{f', stride={stride}' if stride > 1 else ''}) }}"
 
 
 def infer_shapes(net: Network) -> list[PartError]:
@@ -90,8 +94,8 @@ def infer_shapes(net: Network) -> list[PartError]:
         elif source.shape != trunk:
             errors.append(SpecError(
                 f"task '{task.name}' reads input '{source.name}' {list(source.shape)}, but the first level "
-                f"takes {list(trunk)}", task.loc,
-                f"add a stem that maps {list(source.shape)} to {list(trunk)}, e.g. stem {{ conv({trunk[0]}, pad=1) }}"))
+                f"takes {list(trunk)}", task.input_loc or task.loc,
+                f"add a stem that maps {list(source.shape)} to {list(trunk)}{_stem_example(source.shape, trunk)}"))
         where = f"the head of task '{task.name}'"
         head_out = run_layers(task.head, shape, errors, where)
         if head_out is None:
