@@ -15,7 +15,7 @@ from partc.ir import Network
 
 # Colour-blind-safe qualitative palette (Okabe-Ito plus Tableau), cycled.
 PALETTE = [
-    "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
+    "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#7F3C8D",
     "#4E79A7", "#F28E2B", "#59A14F", "#B07AA1", "#76B7B2", "#EDC948", "#FF9DA7", "#9C755F",
 ]
 
@@ -45,7 +45,7 @@ def to_dot(net: Network) -> str:
     for lv in net.levels:
         out.append(f'  subgraph "cluster_{lv.name}" {{')
         post = ("+ residual, " if lv.residual else "") + ", ".join(layer.describe() for layer in lv.then)
-        out.append(f'    label="{lv.name}  {post}"; style=rounded; color="#bbbbbb"; fontsize=10;')
+        out.append(f'    label="{lv.name}  {post}"; labeljust=l; style=rounded; color="#bbbbbb"; fontsize=10;')
         for i in range(lv.count):
             node = lv.segment_node(i)
             users = sorted(g.nodes[node]["tasks"], key=list(net.tasks).index)
@@ -57,6 +57,12 @@ def to_dot(net: Network) -> str:
                 fill, style = "#dddddd", "filled,bold"
             out.append(f'    "{node}" [shape=box, style="{style}", fillcolor="{fill}", label="{i}"];')
         out.append(f'    "{lv.sum_node}" [shape=circle, width=0.3, label="+", fixedsize=true];')
+        # one row per level, segments in index order
+        row = " ".join(f'"{lv.segment_node(i)}";' for i in range(lv.count))
+        out.append(f"    {{ rank=same; {row} }}")
+        if lv.count > 1:
+            chain = " -> ".join(f'"{lv.segment_node(i)}"' for i in range(lv.count))
+            out.append(f"    {chain} [style=invis];")
         out.append("  }")
     for task in net.tasks.values():
         out.append(f'  "{task.head_node}" [shape=box, label="head {task.name}\\n{task.classes} classes", '
