@@ -1,0 +1,8 @@
+"""Serve stage: exported tasks on ONNX Runtime, from the command line or over HTTP.
+
+    load_models(export_dir) -> {task: TaskModel}     (partc.serve.models)
+    create_app(models)      -> Starlette app          (partc.serve.app)
+
+Nothing here imports torch, directly or through partc: the serving process
+needs only onnxruntime, numpy, pillow, starlette and uvicorn.
+"""
