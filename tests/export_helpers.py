@@ -78,3 +78,23 @@ def make_trained_run(spec: str | Path, run_dir: str | Path, *, steps: int = 3, b
     save_checkpoint(epoch_checkpoint(run_dir, 1), state)
     save_checkpoint(paths["last"], state)
     return run_dir
+
+
+_EXPORTS: dict[tuple[str, str], tuple[Path, Path, list]] = {}
+
+
+def exported_run(spec_name: str, tmp_path_factory, layout: str = "plain") -> tuple[Path, Path, list]:
+    """(run_dir, export_dir, export results) of a trained run of specs/<spec_name>.part.
+
+    Made once per test session and shared by the export and serve tests
+    (exporting costs a few seconds per task on a small CPU).
+    """
+    from partc.export import export_tasks
+
+    key = (spec_name, layout)
+    if key not in _EXPORTS:
+        base = tmp_path_factory.mktemp(f"{spec_name}_{layout}")
+        run_dir = make_trained_run(SPECS / f"{spec_name}.part", base / "run")
+        results = export_tasks(run_dir, base / "export", layout=layout)
+        _EXPORTS[key] = (run_dir, base / "export", results)
+    return _EXPORTS[key]

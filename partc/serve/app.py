@@ -124,7 +124,7 @@ ENDPOINTS = "GET /health, GET /tasks, GET /tasks/{task}, POST /tasks/{task}/pred
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     message = exc.detail
     if exc.status_code == 405:
-        allowed = (exc.headers or {}).get("allow", "")
+        allowed = next((v for k, v in (exc.headers or {}).items() if k.lower() == "allow"), "")
         message = f"method {request.method} is not allowed on {request.url.path}; use {allowed}"
     elif exc.status_code == 404 and message == "Not Found":
         message = f"no endpoint {request.url.path}; endpoints: {ENDPOINTS}"
