@@ -267,7 +267,9 @@ def test_a_mismatch_is_an_export_error_and_writes_nothing(tmp_path):
 
 def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
     spec = str(SPECS / "split_digits.part")
+    (tmp_path / "model.onnx").write_bytes(b"")
     cases = [
+        (["export", str(tmp_path / "model.onnx"), "-o", str(tmp_path)], "neither a checkpoint (.pt) nor a spec"),
         (["export", spec, "--task", "nope", "-o", str(tmp_path)], "unknown task(s) nope"),
         (["export", str(tmp_path / "missing"), "-o", str(tmp_path)], "does not exist"),
         (["export", spec, "--opset", "12", "-o", str(tmp_path)], "opset 12 is too old"),

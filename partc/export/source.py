@@ -33,12 +33,16 @@ def load_source(source: str | Path) -> ExportSource:
     path = Path(source)
     if path.suffix == ".part":
         net = partc.load(path)
-        torch.manual_seed(net.seed)  # the same untrained weights on every call
-        model = partc.compile(net).eval()
+        with torch.random.fork_rng():  # the same untrained weights on every call; the caller's RNG untouched
+            torch.manual_seed(net.seed)
+            model = partc.compile(net).eval()
         stats = {name: {"labels": list(t.labels)} for name, t in net.tasks.items()}
         return ExportSource(net, model, _per_channel(net, stats), f"untrained (random init, seed {net.seed})")
     if not path.exists():
         raise CheckpointError(f"'{path}' does not exist",
+                              hint="pass a run directory, a checkpoint file inside one, or a .part spec")
+    if path.is_file() and path.suffix not in (".pt", ".pth"):
+        raise CheckpointError(f"'{path}' is neither a checkpoint (.pt) nor a spec (.part)",
                               hint="pass a run directory, a checkpoint file inside one, or a .part spec")
     from partc.run import load_trained_model
 
