@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,10 +19,12 @@ import pytest
 from export_helpers import ROOT, exported_run
 from PIL import Image
 
+from partc.cli import main
 from partc.errors import DataError, ExportError
 from partc.serve.app import create_app
 from partc.serve.inputs import read_input
 from partc.serve.models import load_models, load_task
+from partc.serve.runtime import cuda_possible
 
 with warnings.catch_warnings():  # Starlette 1.0 warns its TestClient will move to httpx2; httpx is installed
     warnings.simplefilter("ignore")
@@ -81,25 +84,30 @@ def test_predict_cli_npy_and_image_with_clean_stderr(digits, tmp_path):
     assert sum(e["probability"] for e in npy) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_predict_cli_table_and_user_errors(mixed, tmp_path):
+def test_predict_cli_table_and_user_errors(mixed, tmp_path, capsys):
     _, export_dir, _ = mixed
     Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(tmp_path / "photo.jpg")
-    proc = _run("-m", "partc", "predict", str(export_dir), "--task", "photos", str(tmp_path / "photo.jpg"), "--top", "9")
-    assert proc.returncode == 0 and proc.stderr == ""
-    lines = proc.stdout.splitlines()
+    assert main(["predict", str(export_dir), "--task", "photos", str(tmp_path / "photo.jpg"), "--top", "9"]) == 0
+    lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{tmp_path / 'photo.jpg'}  (task photos)" and len(lines) == 4  # top capped at 3 classes
+    assert re.fullmatch(r"  [012]  0\.\d{4}", lines[1])
 
     np.save(tmp_path / "wrong.npy", np.zeros((2, 8, 8), np.float32))
-    for argv, message in [
-        (["--task", "low", str(tmp_path / "wrong.npy")], "has shape [2, 8, 8]; the model takes one sample of shape [1, 8, 8]"),
-        ([str(tmp_path / "wrong.npy")], "holds several tasks; choose one with --task"),
-        (["--task", "nope", str(tmp_path / "wrong.npy")], "no exported task 'nope'"),
-        (["--task", "low", str(tmp_path / "missing.png")], "does not exist"),
-        (["--task", "low", str(tmp_path / "wrong.npy"), "--device", "cuda"], "CUDA provider is not usable"),
-    ]:
-        proc = _run("-m", "partc", "predict", str(export_dir), *argv)
-        assert proc.returncode == 2, proc.stderr
-        assert message in proc.stderr and "Traceback" not in proc.stderr
+    folder, wrong = str(export_dir), str(tmp_path / "wrong.npy")
+    cases = [
+        ([folder, "--task", "low", wrong], "has shape [2, 8, 8]; the model takes one sample of shape [1, 8, 8]"),
+        ([folder, wrong], "holds several tasks; choose one with --task"),
+        ([folder, "--task", "nope", wrong], "no exported task 'nope'"),
+        ([folder, "--task", "low", str(tmp_path / "missing.png")], "does not exist"),
+        ([folder, "--task", "low", wrong, "--top", "0"], "--top must be at least 1"),
+        ([str(tmp_path / "nowhere"), wrong], "does not exist"),
+    ]
+    if not cuda_possible():
+        cases.append(([folder, "--task", "low", wrong, "--device", "cuda"], "CUDA provider is not usable"))
+    for argv, message in cases:
+        assert main(["predict", *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
 
 
 def test_image_inputs_follow_the_data_convention(tmp_path):
@@ -137,6 +145,15 @@ def test_a_non_partc_onnx_file_is_refused(tmp_path):
     empty.mkdir()
     with pytest.raises(ExportError, match="no exported models"):
         load_models(empty)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_possible(), reason="needs a CUDA GPU and ONNX Runtime's CUDA provider")
+def test_cuda_provider_matches_cpu(digits):
+    raw, _ = _digit_samples(4)
+    gpu = load_task(digits[1], "d01", device="cuda")
+    assert gpu.provider == "CUDAExecutionProvider"
+    np.testing.assert_allclose(gpu.predict(raw), load_task(digits[1], "d01", device="cpu").predict(raw), atol=1e-4)
 
 
 # ---- without torch ----
