@@ -255,29 +255,26 @@ def test_app_options_and_limits(digits):
 
 # ---- the real server ----
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(digits, tmp_path):
-    port = _free_port()
-    log = open(tmp_path / "server.log", "w+")
+    """A real `partc serve` process on a free loopback port (port 0: the server prints the one it got)."""
+    log_path = tmp_path / "server.log"
+    log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "partc", "serve", str(digits[1]), "--host", "127.0.0.1",
-                             "--port", str(port), "--max-body", "20000"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+                             "--port", "0", "--max-body", "20000"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
+        base = None
         while True:
-            assert proc.poll() is None, Path(log.name).read_text()
+            assert proc.poll() is None, log_path.read_text()
+            found = re.search(r"http://127\.0\.0\.1:\d+", log_path.read_text())
+            base = found.group(0) if found else None
             try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                if base and httpx.get(f"{base}/health", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline, "server did not come up"
+            assert time.monotonic() < deadline, "server did not come up: " + log_path.read_text()
             time.sleep(0.2)
         yield base, proc
     finally:
@@ -288,6 +285,16 @@ def server(digits, tmp_path):
             proc.kill()
             proc.wait()
         log.close()
+
+
+def test_serve_on_a_busy_port_is_a_user_error(digits, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", str(digits[1]), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err
 
 
 @pytest.mark.slow

@@ -44,11 +44,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     models = load_models(args.model_dir, args.device, args.threads)
     app = create_app(models, max_body=args.max_body)
+    sock = listen_socket(args.host, args.port)
+    host, port = sock.getsockname()[:2]
     providers = sorted({m.provider for m in models.values()})
+    url_host = f"[{host}]" if ":" in host else host
     print(f"partc serve: {len(models)} task(s) ({', '.join(models)}) on {', '.join(providers)}; "
-          f"http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=args.access_log)
+          f"http://{url_host}:{port}", flush=True)
+    config = uvicorn.Config(app, log_level="warning", access_log=args.access_log)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def listen_socket(host: str, port: int):
+    """A bound socket for the server: a busy port is a clear error, and port 0 picks a free one."""
+    import socket
+
+    from partc.errors import ServeError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as e:
+        raise ServeError(f"cannot resolve host '{host}': {e}") from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {e.strerror}",
+                         hint="choose another --port (0 picks a free one)") from None
+    return sock
 
 
 def register(subparsers) -> None:
@@ -76,7 +101,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("model_dir", metavar="DIR", help="the 'partc export' folder (plain or triton layout)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one, printed at start)")
     p.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, metavar="BYTES",
                    help=f"largest request body accepted, else 413 (default {DEFAULT_MAX_BODY})")
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when usable, else CPU (default)")
