@@ -79,10 +79,12 @@ def export_tasks(source: str | Path, out_dir: str | Path, *, tasks: list[str] | 
         results.append(result)
         if log:
             log(describe(result))
-    if log:
+    if log and results:
         whole = net.total_params * 4
+        ratios = sorted(r.bytes / whole for r in results)
+        span = f"{ratios[0]:.0%}" if ratios[0] == ratios[-1] else f"{ratios[0]:.0%}..{ratios[-1]:.0%}"
         log(f"whole network '{net.name}': {net.total_params:,} parameters = {_size(whole)} in fp32; "
-            f"{len(results)} task file(s) written to {out}")
+            f"{len(results)} task file(s), each {span} of that, written to {out}")
     return results
 
 
