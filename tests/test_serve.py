@@ -357,3 +357,14 @@ def test_server_handles_concurrent_requests_without_torch(server):
         assert "onnxruntime" in loaded and "libtorch" not in loaded
     if os.name == "posix":
         assert proc.poll() is None
+
+
+def test_registering_the_commands_imports_no_heavy_library():
+    """`partc check` and friends must not pay for torch, onnx, ONNX Runtime or Starlette at start-up."""
+    script = ("import argparse, sys, partc.export.cli, partc.serve.cli\n"
+              "sub = argparse.ArgumentParser().add_subparsers()\n"
+              "partc.export.cli.register(sub); partc.serve.cli.register(sub)\n"
+              "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'starlette', 'uvicorn', 'numpy') if m in sys.modules))")
+    proc = _run("-c", script)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

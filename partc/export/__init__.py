@@ -12,6 +12,8 @@ lazily) so that partc.serve can read `partc.export.metadata` without torch.
 
 from __future__ import annotations
 
+NATIVE_OPSET = 18  # what the dynamo exporter's op library (torchlib) is written for
+
 
 def export_tasks(source, out_dir, **options):
     """See `partc.export.pipeline.export_tasks`."""
@@ -20,4 +22,4 @@ def export_tasks(source, out_dir, **options):
     return _export_tasks(source, out_dir, **options)
 
 
-__all__ = ["export_tasks"]
+__all__ = ["NATIVE_OPSET", "export_tasks"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from partc.export.onnx_export import NATIVE_OPSET
+from partc.export import NATIVE_OPSET
 from partc.export.triton import LAYOUTS
 
 

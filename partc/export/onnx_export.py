@@ -27,9 +27,9 @@ import warnings
 import onnx
 
 from partc.errors import ExportError
+from partc.export import NATIVE_OPSET
 from partc.export.metadata import OUTPUT_NAME, TaskInfo, build_metadata
 
-NATIVE_OPSET = 18  # what the dynamo exporter's op library (torchlib) is written for
 MIN_OPSET = 17
 
 

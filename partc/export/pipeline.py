@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from partc.errors import ExportError
+from partc.export import NATIVE_OPSET
 from partc.export.metadata import OUTPUT_NAME, TaskInfo
-from partc.export.onnx_export import NATIVE_OPSET, to_onnx
+from partc.export.onnx_export import to_onnx
 from partc.export.source import load_source
 from partc.export.triton import LAYOUTS, config_pbtxt, labels_txt, model_path
 from partc.export.verify import WeightAudit, audit_weights, check_onnx, compare_with_torch

@@ -26,10 +26,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from partc.serve import DEFAULT_MAX_BODY, DEFAULT_TOP
 from partc.serve.models import TaskModel
-
-DEFAULT_MAX_BODY = 16 * 1024 * 1024  # bytes
-DEFAULT_TOP = 5
 
 
 def create_app(models: dict[str, TaskModel], *, max_body: int = DEFAULT_MAX_BODY) -> Starlette:

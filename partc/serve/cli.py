@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from partc.serve.runtime import DEVICES
+from partc.serve import DEFAULT_MAX_BODY, DEFAULT_TOP, DEVICES
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -77,8 +77,6 @@ def listen_socket(host: str, port: int):
 
 
 def register(subparsers) -> None:
-    from partc.serve.app import DEFAULT_MAX_BODY, DEFAULT_TOP
-
     p = subparsers.add_parser(
         "predict", help="classify .npy arrays or images with an exported task (ONNX Runtime)",
         description="Run an exported task on inputs and print the top-k labels with softmax probabilities. "

@@ -23,6 +23,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from partc.errors import ExportError
+from partc.serve import DEVICES
 
 try:
     from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile
@@ -33,7 +34,6 @@ except ImportError:  # a future ONNX Runtime moving its exception classes
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @lru_cache(maxsize=1)
