@@ -4,7 +4,8 @@ Convention (the same as the data stage): raw values lie in [0, 1]. The
 digits source divides its 0..16 values by 16, CIFAR divides 8-bit pixels by
 255; an image file here is converted to the model's channel count (L for 1
 channel, RGB for 3), resized to the input's H x W (bilinear) and divided by
-255, exactly as the data stage's `folder` source reads its images. Normalisation with the metadata's mean/std happens later, in the model
+255, exactly as the data stage's `folder` source reads its images.
+Normalisation with the metadata's mean/std happens later, in the model
 wrapper. scikit-learn's digits are bright ink on a dark background; `invert`
 turns a dark-on-white scan into that polarity.
 
