@@ -11,7 +11,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from export_helpers import SPECS, exported_run
 from onnx import numpy_helper
 
 import partc
@@ -20,6 +19,7 @@ from partc.errors import CheckpointError, ExportError
 from partc.export import export_tasks
 from partc.export.metadata import KEYS
 from partc.run import load_checkpoint, load_trained_model, run_paths, save_checkpoint
+from tests.export_helpers import SPECS, exported_run
 
 FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from export_helpers import ROOT, exported_run
 from PIL import Image
 
 from partc.cli import main
@@ -25,6 +24,7 @@ from partc.serve.app import create_app
 from partc.serve.inputs import read_input
 from partc.serve.models import load_models, load_task
 from partc.serve.runtime import cuda_possible
+from tests.export_helpers import ROOT, exported_run
 
 with warnings.catch_warnings():  # Starlette 1.0 warns its TestClient will move to httpx2; httpx is installed
     warnings.simplefilter("ignore")
