@@ -59,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands():
     """Commands of later stages register themselves here (compile, train, ...)."""
-    return []
+    from partc.export.cli import register as register_export
+    from partc.serve.cli import register as register_serve
+
+    return [register_export, register_serve]
 
 
 def main(argv: list[str] | None = None) -> int:

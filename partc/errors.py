@@ -81,6 +81,10 @@ class ExportError(PartError):
     """Export failed or the exported model does not match torch."""
 
 
+class ServeError(PartError):
+    """The server cannot start (address in use, host not resolvable)."""
+
+
 class ErrorGroup(PartError):
     """Several errors of one stage, reported together."""
 

@@ -1,0 +1,25 @@
+"""Export stage: each task of a trained network as its own small ONNX model.
+
+    export_tasks(run_dir_or_checkpoint_or_spec, out_dir, tasks=None, layout="plain") -> [TaskExport]
+
+Each file holds only that task's stem, path segments and head, carries
+metadata that makes it self-describing (partc/export/metadata.py), and is
+verified against torch in ONNX Runtime before it is written.
+
+This package's `__init__` stays torch-free (the export itself imports torch
+lazily) so that partc.serve can read `partc.export.metadata` without torch.
+"""
+
+from __future__ import annotations
+
+NATIVE_OPSET = 18  # what the dynamo exporter's op library (torchlib) is written for
+
+
+def export_tasks(source, out_dir, **options):
+    """See `partc.export.pipeline.export_tasks`."""
+    from partc.export.pipeline import export_tasks as _export_tasks
+
+    return _export_tasks(source, out_dir, **options)
+
+
+__all__ = ["NATIVE_OPSET", "export_tasks"]

@@ -1,0 +1,36 @@
+"""`partc export`: the command-line face of the export stage (imports torch only when run)."""
+
+from __future__ import annotations
+
+import argparse
+
+from partc.export import NATIVE_OPSET
+from partc.export.triton import LAYOUTS
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from partc.export.pipeline import export_tasks
+
+    export_tasks(args.source, args.output, tasks=args.task or None, opset=args.opset, layout=args.layout,
+                 max_batch=args.max_batch, log=lambda line: print(line, flush=True))
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export", help="export each task as its own verified ONNX model",
+        description="Write one .onnx per task holding only that task's stem, path segments and head, "
+                    "with metadata (labels, normalisation, input) and checked against torch in ONNX Runtime.",
+    )
+    p.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT_OR_SPEC",
+                   help="a 'partc train' run directory (its last.pt), a checkpoint file in one, or a .part spec "
+                        "(untrained weights, for smoke tests)")
+    p.add_argument("--task", action="append", metavar="T", help="export this task (repeatable; default: every task)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write into")
+    p.add_argument("--opset", type=int, default=NATIVE_OPSET, metavar="N",
+                   help=f"ONNX opset, 17 or newer (default {NATIVE_OPSET}, the exporter's own)")
+    p.add_argument("--layout", choices=LAYOUTS, default="plain",
+                   help="plain: DIR/<task>.onnx; triton: DIR/<task>/1/model.onnx + config.pbtxt + labels.txt")
+    p.add_argument("--max-batch", type=int, default=64, metavar="N",
+                   help="largest batch: Triton's max_batch_size, and the limit partc serve enforces (default 64)")
+    p.set_defaults(func=cmd_export)
