@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands():
     """Commands of later stages register themselves here (compile, train, ...)."""
-    return []
+    from partc.train.cli import register as register_train
+
+    return [register_train]
 
 
 def main(argv: list[str] | None = None) -> int:
