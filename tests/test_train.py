@@ -246,6 +246,10 @@ def test_resume_drops_metrics_of_an_unfinished_epoch(tmp_path, tiny):
     run(tmp_path, net, data, resume=True, epochs=2)
     rows, problems = read_metrics(tmp_path / "run")
     assert problems == [] and [r["epoch"] for r in rows].count(2) == 9
+    last = run_paths(tmp_path / "run")["last"].read_bytes()
+    again = run(tmp_path, net, data, resume=True)  # a finished run: nothing to train, the same results
+    assert again == json.loads(run_paths(tmp_path / "run")["results"].read_text()) and again["epoch"] == 2
+    assert run_paths(tmp_path / "run")["last"].read_bytes() == last
 
 
 def test_fresh_run_refuses_a_non_empty_directory(tmp_path, tiny):
@@ -330,3 +334,28 @@ def test_progress_bar_only_on_a_terminal():
     bar = Progress(2, stream=quiet, quiet=True, interval=0)
     bar.tick()
     assert quiet.getvalue() == ""
+
+
+def test_flops_counted_from_the_ir():
+    from partc.train.flops import task_forward_flops, task_train_flops
+
+    net = partc.loads(PLAIN)
+    # a: l1 2 x conv 2->6 at 8x8, l2 2 x conv 6->6 at 8x8, l3 2 x conv 6->8 at 4x4, head 8->3
+    macs = 2 * (6 * 2 * 9 * 64) + 2 * (6 * 6 * 9 * 64) + 2 * (8 * 6 * 9 * 16) + 8 * 3
+    assert task_forward_flops(net, "a") == 2 * macs and task_train_flops(net, "a") == 6 * macs
+    paper = partc.load("specs/cifar100_part.part")  # 13.9 GFLOP per image and task path (shared/GPU.md)
+    assert round(task_forward_flops(paper, "t0") / 1e9, 1) == 13.9
+
+
+def test_benchmark_smoke_run_on_cpu(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "train_speed.py"
+    spec = importlib.util.spec_from_file_location("train_speed", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--device", "cpu", "--levels-scale", "small", "--batches", "2", "--steps", "1",
+                       "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "# machine:" in out and "| 2 | reference |" in out and "| 2 | fused-fp32 |" in out

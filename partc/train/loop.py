@@ -33,20 +33,22 @@ class Meter:
 
     def __init__(self, classes: int, device: torch.device):
         self.k = min(5, classes)  # top-5 of a task with fewer classes is top-(classes)
-        self.sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, top1, topk, n
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss x n, top-1 hits, top-k hits
+        self.samples = 0
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
+        n = y.shape[0]
         hits = logits.topk(self.k, dim=1).indices.eq(y[:, None])
-        n = torch.tensor(float(y.shape[0]), dtype=torch.float64, device=self.sums.device)
         self.sums += torch.stack([loss.detach().double() * n, hits[:, 0].sum().double(),
-                                  hits.any(dim=1).sum().double(), n])
+                                  hits.any(dim=1).sum().double()])
+        self.samples += n
 
     def result(self) -> dict:
-        loss, top1, topk, n = self.sums.tolist()
-        if n == 0:
+        if self.samples == 0:
             return {"loss": None, "top1": None, "top5": None, "samples": 0}
-        return {"loss": loss / n, "top1": top1 / n, "top5": topk / n, "samples": int(n)}
+        loss, top1, topk = (v / self.samples for v in self.sums.tolist())
+        return {"loss": loss, "top1": top1, "top5": topk, "samples": self.samples}
 
 
 class TaskFeed:
@@ -57,12 +59,13 @@ class TaskFeed:
         self.x, self.y = runtime.place([x, y])
         self.batch = batch
         self.stream = stream
+        stream.device = self.x.device
         self.augment = augment
         self.augment_generator = augment_generator
         self.runtime = runtime
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = self.stream.take(self.batch).to(self.x.device, non_blocking=True)
+        idx = self.stream.take(self.batch)  # on the data's device already: no copy per step
         x, y = self.x[idx], self.y[idx]
         if self.augment is not None:
             x = self.augment(x, self.augment_generator)

@@ -51,17 +51,14 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
 
         net = unshare(net)
     out = Path(out_dir) if out_dir is not None else Path("runs") / net.name
-    paths = run_paths(out)
     runtime = Runtime(pick_device(device))
 
-    state = None
-    if resume:
-        state = _resume_checkpoint(out, net, no_sharing)
-        cfg = _resume_config(state, epochs, mode, paths["last"])
+    state = _resume_checkpoint(out, net, no_sharing) if resume else None
+    if state is not None:
+        cfg = _resume_config(state, epochs, mode, run_paths(out)["last"])
     else:
         _refuse_existing(out)
         cfg = resolve_config(net, epochs=epochs, mode=mode)
-
     if data is None:
         from partc.data.load import load_all
 
@@ -69,22 +66,29 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
     check_data(net, data)
     runtime.setup()
     trainer = Trainer(net, cfg, runtime, data)
+    start = _open_run(out, net, source, trainer, state)
+    _train_epochs(out, net, trainer, start, quiet)
+    return _finish(out, net, cfg.epochs, no_sharing, quiet)
+
+
+def _open_run(out: Path, net: Network, source: Network, trainer: Trainer, state: dict | None) -> int:
+    """Start the run directory (spec, init.pt) or restore the trainer from last.pt; the epochs done."""
+    paths, cfg = run_paths(out), trainer.cfg
     info = {
         "partc_version": _version(), "network": net.name, "spec_hash": net.spec_hash, "spec_file": str(source.file),
-        "mode": cfg.mode, "device": str(runtime.device), "epochs": cfg.epochs, "batch": cfg.batch, "seed": cfg.seed,
-        "no_sharing": no_sharing, "config": cfg.to_dict(),
+        "mode": cfg.mode, "device": str(trainer.runtime.device), "epochs": cfg.epochs, "batch": cfg.batch,
+        "seed": cfg.seed, "no_sharing": source is not net, "config": cfg.to_dict(),
         "steps_per_epoch": trainer.steps, "task_batch": trainer.batch_sizes,
     }
-    if no_sharing:
+    if source is not net:
         info.update(source_network=source.name, source_spec_hash=source.spec_hash)
-
     if state is not None:
         trainer.load_state_dict(state, str(paths["last"]))
         start = int(state["epoch"])
         _drop_metrics_after(out, start)
         _remove_temp_files(paths["checkpoints"])
         previous = json.loads(paths["info"].read_text(encoding="utf-8"))
-        info = {**previous, "epochs": cfg.epochs, "device": str(runtime.device)}
+        info = {**previous, "epochs": cfg.epochs, "device": str(trainer.runtime.device)}
     else:
         start = 0
         out.mkdir(parents=True, exist_ok=True)
@@ -92,33 +96,44 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
         save_checkpoint(paths["init"], _checkpoint(net, trainer, 0))
         _point_last(paths, paths["init"])
     atomic_write_text(paths["info"], json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return start
 
-    progress = Progress(max(0, cfg.epochs - start) * trainer.steps_per_epoch_total, quiet=quiet)
+
+def _train_epochs(out: Path, net: Network, trainer: Trainer, start: int, quiet: bool) -> None:
+    """Epochs start+1..epochs: train, evaluate, metrics rows, checkpoint, last.pt, pruning."""
+    epochs, paths = trainer.cfg.epochs, run_paths(out)
+    progress = Progress(max(0, epochs - start) * trainer.steps_per_epoch_total, quiet=quiet)
 
     def say(text: str) -> None:
         if not quiet:
             progress.message(text)
 
-    if start >= cfg.epochs:
-        say(f"{out}: already trained {start} of {cfg.epochs} epochs (pass --epochs to train longer)")
-    for epoch in range(start + 1, cfg.epochs + 1):
-        progress.label = f"epoch {epoch}/{cfg.epochs}"
-        began = time.perf_counter()
-        train_metrics = trainer.train_epoch(epoch - 1, progress.tick)
-        train_time = time.perf_counter() - began
-        rows = [{"epoch": epoch, "task": t, "split": "train", **m, "time_s": round(train_time, 4)}
-                for t, m in train_metrics.items()]
-        for (t, split), m in _timed_eval(trainer).items():
-            rows.append({"epoch": epoch, "task": t, "split": split, **m})
-        _append_metrics(out, rows)
-        save_checkpoint(epoch_checkpoint(out, epoch), _checkpoint(net, trainer, epoch))
-        _point_last(paths, epoch_checkpoint(out, epoch))
-        _prune(out, epoch)
-        say(_epoch_line(epoch, cfg.epochs, rows, time.perf_counter() - began))
-    progress.close()
+    if start >= epochs:
+        say(f"{out}: already trained {start} of {epochs} epochs (pass --epochs to train longer)")
+    try:
+        for epoch in range(start + 1, epochs + 1):
+            progress.label = f"epoch {epoch}/{epochs}"
+            began = time.perf_counter()
+            train_metrics = trainer.train_epoch(epoch - 1, progress.tick)
+            train_time = time.perf_counter() - began
+            rows = [{"epoch": epoch, "task": t, "split": "train", **m, "time_s": round(train_time, 4)}
+                    for t, m in train_metrics.items()]
+            for (t, split), m in _timed_eval(trainer).items():
+                rows.append({"epoch": epoch, "task": t, "split": split, **m})
+            _append_metrics(out, rows)
+            save_checkpoint(epoch_checkpoint(out, epoch), _checkpoint(net, trainer, epoch))
+            _point_last(paths, epoch_checkpoint(out, epoch))
+            _prune(out, epoch)
+            say(_epoch_line(epoch, epochs, rows, time.perf_counter() - began))
+    finally:
+        progress.close()
 
+
+def _finish(out: Path, net: Network, epochs: int, no_sharing: bool, quiet: bool) -> dict:
+    """results.json and results.md from metrics.jsonl; the table on stdout."""
+    paths = run_paths(out)
     rows, _problems = read_metrics(out)
-    results = build_results(net, rows, cfg.epochs, no_sharing=no_sharing)
+    results = build_results(net, rows, epochs, no_sharing=no_sharing)
     table = results_table(results)
     atomic_write_text(paths["results"], json.dumps(results, indent=2) + "\n")
     atomic_write_text(paths["results_md"], table)
@@ -142,7 +157,10 @@ def _resume_checkpoint(out: Path, net: Network, no_sharing: bool) -> dict:
     if not paths["info"].is_file() or not paths["spec"].is_file():
         raise CheckpointError(f"'{out}' is not a partc run (run.json or spec.part is missing)",
                               hint="pass the --out folder of an earlier 'partc train' run")
-    info = json.loads(paths["info"].read_text(encoding="utf-8"))
+    try:
+        info = json.loads(paths["info"].read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"'{paths['info']}' is not valid JSON", hint="restore it, or start a new run") from None
     if info.get("spec_hash") != net.spec_hash:
         hint = "resume with the spec the run was started from"
         if info.get("no_sharing") and not no_sharing:

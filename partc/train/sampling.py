@@ -41,24 +41,36 @@ def make_generator(seed: int, *parts: str) -> torch.Generator:
 
 
 class TaskStream:
-    """An endless stream of one task's sample indices: shuffle after shuffle."""
+    """An endless stream of one task's sample indices: shuffle after shuffle.
 
-    def __init__(self, size: int, generator: torch.Generator):
+    Shuffles are drawn on the CPU (a checkpointable generator) and copied to
+    `device` once per pass, so taking a batch costs no host-device copy.
+    """
+
+    def __init__(self, size: int, generator: torch.Generator, device: torch.device | str = "cpu"):
         if size < 1:
             raise ValueError("a task stream needs at least one sample")
         self.size = size
         self.generator = generator
+        self.device = torch.device(device)
         self.perm = torch.arange(size)
+        self._on_device = None
         self.pos = size  # exhausted: the first take draws a shuffle
+
+    def _device_perm(self) -> torch.Tensor:
+        if self._on_device is None or self._on_device.device != self.device:
+            self._on_device = self.perm.to(self.device)
+        return self._on_device
 
     def take(self, count: int) -> torch.Tensor:
         parts = []
         while count > 0:
             if self.pos >= self.size:
                 self.perm = torch.randperm(self.size, generator=self.generator)
+                self._on_device = None
                 self.pos = 0
             n = min(count, self.size - self.pos)
-            parts.append(self.perm[self.pos : self.pos + n])
+            parts.append(self._device_perm()[self.pos : self.pos + n])
             self.pos += n
             count -= n
         return parts[0] if len(parts) == 1 else torch.cat(parts)
@@ -70,6 +82,7 @@ class TaskStream:
         if state["perm"].numel() != self.size:
             raise ValueError(f"stream state has {state['perm'].numel()} samples, data has {self.size}")
         self.perm = state["perm"].clone()
+        self._on_device = None
         self.pos = int(state["pos"])
         self.generator.set_state(state["generator"])
 
