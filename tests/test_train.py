@@ -359,3 +359,12 @@ def test_benchmark_smoke_run_on_cpu(capsys):
                        "--warmup", "0"]) == 0
     out = capsys.readouterr().out
     assert "# machine:" in out and "| 2 | reference |" in out and "| 2 | fused-fp32 |" in out
+
+
+def test_fused_forward_keeps_its_row_indices_on_the_batch_device():
+    """CUDA's index_select/index_add_ refuse CPU index tensors; so does the meta device, which runs here."""
+    net = partc.loads(TINY)  # task c's rows are not next to task a's at l2[0]: an index tensor, not a slice
+    model = partc.compile(net).to("meta").train()
+    batches = {t: torch.empty(4, 2, 8, 8, device="meta") for t in net.tasks}
+    logits = model.forward_all(batches)
+    assert {t: tuple(v.shape) for t, v in logits.items()} == {"a": (4, 3), "b": (4, 2), "c": (4, 6)}
