@@ -10,7 +10,8 @@ Variants (each on a fresh model with the same initial weights):
                  what the PaRT reference code does
   fused-fp32     partc fused mode: forward_all over every task's batch, one Adam, eager fp32
   fused-bf16     + bf16 autocast, channels_last, fused Adam (what `partc train` does on CUDA)
-  fused-compile  + torch.compile(mode="max-autotune-no-cudagraphs") of forward and loss
+  fused-compile  + torch.compile of forward and loss (--compile-mode: default, or e.g.
+                 max-autotune-no-cudagraphs, which autotunes every conv shape: many minutes)
   fused-graph    + the whole step (forward, backward, Adam) captured as one CUDA graph
 
 images/s counts the images of all tasks; MFU is model FLOPs (conv and linear multiply-adds x2,
@@ -72,7 +73,7 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def make_step(variant: str, net, device, pools):
+def make_step(variant: str, net, device, pools, compile_mode: str = "default"):
     """(model, step(i) -> None) for one variant; step i trains on batch i of each task's pool."""
     tasks = list(net.tasks)
     cuda = device.type == "cuda"
@@ -116,7 +117,7 @@ def make_step(variant: str, net, device, pools):
 
     model.forward_all({t: pools[t][0][0] for t in tasks})  # cache the row plan before any tracing
     if variant == "fused-compile":
-        loss_of = torch.compile(loss_of, mode="max-autotune-no-cudagraphs")
+        loss_of = torch.compile(loss_of, mode=compile_mode)
 
     def step(i):
         xs = {t: pools[t][i % POOL][0] for t in tasks}
@@ -129,12 +130,12 @@ def make_step(variant: str, net, device, pools):
     return model, step
 
 
-def measure(variant, net, device, batch, steps, warmup) -> dict:
+def measure(variant, net, device, batch, steps, warmup, compile_mode="default") -> dict:
     pools = synthetic_pool(net, batch, device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    model, step = make_step(variant, net, device, pools)
+    model, step = make_step(variant, net, device, pools, compile_mode)
     for i in range(warmup):
         step(i)
     sync(device)
@@ -183,11 +184,15 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--variants", help=f"comma separated (default on CUDA: {','.join(CUDA_VARIANTS)}; "
                                       f"on CPU: {','.join(CPU_VARIANTS)})")
+    p.add_argument("--compile-mode", default="default",
+                   help="torch.compile mode of fused-compile (default, reduce-overhead, max-autotune-no-cudagraphs)")
     args = p.parse_args(argv)
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     variants = args.variants.split(",") if args.variants else (CUDA_VARIANTS if device.type == "cuda"
                                                                  else CPU_VARIANTS)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # for every variant, the reference included (it only helps it)
     net = load_network(Path(args.spec), args.levels_scale)
     flops = sum(task_train_flops(net, t) for t in net.tasks) / len(net.tasks)  # per training image
     peak, peak_what = matmul_rate(device)
@@ -202,7 +207,7 @@ def main(argv=None) -> int:
         reference = None
         for variant in variants:
             try:
-                r = measure(variant, net, device, batch, args.steps, args.warmup)
+                r = measure(variant, net, device, batch, args.steps, args.warmup, args.compile_mode)
             except Exception as e:  # a variant that cannot run here (no compiler, no CUDA) is reported, not fatal
                 print(f"| {batch} | {variant} | failed: {type(e).__name__}: {str(e).splitlines()[0][:80]} | | | |")
                 continue

@@ -37,8 +37,8 @@ def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     return model.to(device=device, memory_format=torch.channels_last)
 
 
-def autocast():
-    return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(cache: bool = True):
+    return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache)
 
 
 def optimizer_options() -> dict:
@@ -86,7 +86,7 @@ class GraphedFusedStep:
             self.optimizer.step()
 
     def _loss(self) -> torch.Tensor:
-        with autocast():
+        with autocast(cache=False):  # no cast cache carried across graph capture and replay
             logits = self.model.forward_all(self.static_x)
             return sum(self.weights[t] * F.cross_entropy(logits[t].float(), self.static_y[t]) for t in self.tasks)
 
