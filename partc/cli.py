@@ -61,8 +61,9 @@ def _extra_commands():
     """Commands of later stages register themselves here (compile, train, ...)."""
     from partc.export.cli import register as register_export
     from partc.serve.cli import register as register_serve
+    from partc.train.cli import register as register_train
 
-    return [register_export, register_serve]
+    return [register_train, register_export, register_serve]
 
 
 def main(argv: list[str] | None = None) -> int:

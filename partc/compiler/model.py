@@ -93,7 +93,7 @@ class PartModel(nn.Module):
         if unknown:
             raise KeyError(f"unknown task(s) {sorted(unknown)}; tasks: {', '.join(self.task_names)}")
         sizes = tuple(batches[t].shape[0] for t in tasks)
-        plan = self._row_plan(tuple(tasks), sizes)
+        plan = self._row_plan(tuple(tasks), sizes, batches[tasks[0]].device)
         rows = [self.stems[t](batches[t]) if t in self.stems else batches[t] for t in tasks]
         h = torch.cat(rows) if len(rows) > 1 else rows[0]
         for level in self.net.levels:
@@ -123,9 +123,12 @@ class PartModel(nn.Module):
             logits[t] = self.heads[t](h[start:stop])
         return logits
 
-    def _row_plan(self, tasks: tuple[str, ...], sizes: tuple[int, ...]) -> dict:
-        """Which rows of the concatenated batch each segment runs on (cached per shape)."""
-        key = tasks + sizes
+    def _row_plan(self, tasks: tuple[str, ...], sizes: tuple[int, ...], device: torch.device) -> dict:
+        """Which rows of the concatenated batch each segment runs on (cached per shape and device).
+
+        Index tensors live on the batch's device: CUDA index_select/index_add_ refuse CPU indices.
+        """
+        key = tasks + sizes + (str(device),)
         if key in self._row_plans:
             return self._row_plans[key]
         spans, start = [], 0
@@ -141,7 +144,7 @@ class PartModel(nn.Module):
             elif _contiguous(present):
                 plan[(level, i)] = slice(present[0][0], present[-1][1])
             else:
-                plan[(level, i)] = torch.cat([torch.arange(a, b) for a, b in present])
+                plan[(level, i)] = torch.cat([torch.arange(a, b, device=device) for a, b in present])
         self._row_plans[key] = plan
         return plan
 

@@ -1,0 +1,225 @@
+"""Training throughput of the PaRT network: the reference way against partc's fused step.
+
+    python bench/train_speed.py                      # on the GPU when there is one (10 tasks x batch 16 and 64)
+    python bench/train_speed.py --device cpu --levels-scale small --batches 2 --steps 2   # CPU smoke run
+
+Synthetic 32x32 data already on the device, one pool of batches per task.
+Variants (each on a fresh model with the same initial weights):
+
+  reference      one task's batch at a time (model(x, task=t)), that task's own Adam, eager fp32:
+                 what the PaRT reference code does
+  fused-fp32     partc fused mode: forward_all over every task's batch, one Adam, eager fp32
+  fused-bf16     + bf16 autocast, channels_last, fused Adam (what `partc train` does on CUDA)
+  fused-compile  + torch.compile of forward and loss (--compile-mode: default, or e.g.
+                 max-autotune-no-cudagraphs, which autotunes every conv shape: many minutes)
+  fused-graph    + the whole step (forward, backward, Adam) captured as one CUDA graph
+
+images/s counts the images of all tasks; MFU is model FLOPs (conv and linear multiply-adds x2,
+x3 for a training step, counted from the IR per task path) per second over the rate of a large
+bf16 matrix product timed in the same run (fp32 on CPU). Peak memory: torch.cuda.max_memory_allocated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import partc  # noqa: E402
+from partc.train import fast  # noqa: E402
+from partc.train.flops import task_train_flops  # noqa: E402
+
+CUDA_VARIANTS = ["reference", "fused-fp32", "fused-bf16", "fused-compile", "fused-graph"]
+CPU_VARIANTS = ["reference", "fused-fp32"]
+POOL = 4  # distinct batches per task, cycled
+
+
+def load_network(spec: Path, scale: str):
+    text = spec.read_text(encoding="utf-8")
+    if scale == "small":  # same levels, segments and paths; widths / 16 (64 -> 4, 512 -> 32)
+        text = re.sub(r"x (\w+)\((\d+)\)", lambda m: f"x {m.group(1)}({max(2, int(m.group(2)) // 16)})", text)
+    return partc.loads(text, str(spec))
+
+
+def synthetic_pool(net, batch: int, device) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
+    gen = torch.Generator().manual_seed(0)
+    pools = {}
+    for name, task in net.tasks.items():
+        shape = net.inputs[task.input].shape
+        pools[name] = [(torch.randn(batch, *shape, generator=gen).to(device),
+                        torch.randint(0, task.classes, (batch,), generator=gen).to(device)) for _ in range(POOL)]
+    return pools
+
+
+def fresh_model(net, device, channels_last: bool):
+    torch.manual_seed(0)
+    model = partc.compile(net).to(device).train()
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_step(variant: str, net, device, pools, compile_mode: str = "default"):
+    """(model, step(i) -> None) for one variant; step i trains on batch i of each task's pool."""
+    tasks = list(net.tasks)
+    cuda = device.type == "cuda"
+    if variant == "reference":
+        model = fresh_model(net, device, channels_last=False)
+        opts = {t: torch.optim.Adam(model.task_parameters(t), lr=1e-3) for t in tasks}
+
+        def step(i):
+            for t in tasks:
+                x, y = pools[t][i % POOL]
+                loss = F.cross_entropy(model(x, task=t), y)
+                opts[t].zero_grad(set_to_none=True)
+                loss.backward()
+                opts[t].step()
+        return model, step
+
+    if variant in ("fused-bf16", "fused-graph") and not cuda:
+        raise RuntimeError(f"{variant} needs CUDA")
+    bf16 = cuda and variant != "fused-fp32"  # fused-compile on a CPU compiles the fp32 step
+    model = fresh_model(net, device, channels_last=bf16)
+    if bf16:
+        fast.configure_cuda()
+        pools = {t: [(x.contiguous(memory_format=torch.channels_last), y) for x, y in p] for t, p in pools.items()}
+    options = {"fused": True} if cuda else {}
+    if variant == "fused-graph":
+        options["capturable"] = True
+    params = list(model.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3, **options)
+    weights = {t: 1.0 for t in tasks}
+
+    if variant == "fused-graph":
+        graphed = fast.GraphedFusedStep(model, opt, tasks, weights, {t: pools[t][0] for t in tasks})
+
+        def step(i):
+            graphed({t: pools[t][i % POOL] for t in tasks})
+        return model, step
+
+    def loss_of(xs, ys):
+        logits = model.forward_all(xs)
+        return sum(F.cross_entropy(logits[t].float(), ys[t]) for t in tasks)
+
+    model.forward_all({t: pools[t][0][0] for t in tasks})  # cache the row plan before any tracing
+    if variant == "fused-compile":
+        loss_of = torch.compile(loss_of, mode=compile_mode)
+
+    def step(i):
+        xs = {t: pools[t][i % POOL][0] for t in tasks}
+        ys = {t: pools[t][i % POOL][1] for t in tasks}
+        with fast.autocast() if bf16 else torch.autocast("cpu", enabled=False):
+            loss = loss_of(xs, ys)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model, step
+
+
+def measure(variant, net, device, batch, steps, warmup, compile_mode="default") -> dict:
+    pools = synthetic_pool(net, batch, device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    model, step = make_step(variant, net, device, pools, compile_mode)
+    for i in range(warmup):
+        step(i)
+    sync(device)
+    began = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    sync(device)
+    seconds = time.perf_counter() - began
+    images = steps * batch * len(net.tasks)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    del model, step
+    gc.collect()
+    return {"images_s": images / seconds, "peak_mib": peak}
+
+
+def matmul_rate(device) -> tuple[float, str]:
+    """FLOP/s of a large matrix product: bf16 8192^3 on CUDA, fp32 2048^3 on CPU."""
+    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (2048, torch.float32)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    reps = 20 if device.type == "cuda" else 3
+    began = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - began), f"{'bf16' if dtype == torch.bfloat16 else 'fp32'} {n}^3"
+
+
+def machine(device) -> str:
+    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    return (f"{platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            f"torch {torch.__version__}, torch threads {torch.get_num_threads()}{gpu}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--spec", default=str(ROOT / "specs" / "cifar100_part.part"))
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--levels-scale", choices=["full", "small"], default="full",
+                   help="small: every segment width / 16 (a CPU smoke run)")
+    p.add_argument("--batches", default="16,64", help="per-task batch sizes, comma separated")
+    p.add_argument("--steps", type=int, default=30, help="timed steps (a step = one batch of every task)")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--variants", help=f"comma separated (default on CUDA: {','.join(CUDA_VARIANTS)}; "
+                                      f"on CPU: {','.join(CPU_VARIANTS)})")
+    p.add_argument("--compile-mode", default="default",
+                   help="torch.compile mode of fused-compile (default, reduce-overhead, max-autotune-no-cudagraphs)")
+    args = p.parse_args(argv)
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    variants = args.variants.split(",") if args.variants else (CUDA_VARIANTS if device.type == "cuda"
+                                                                 else CPU_VARIANTS)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # for every variant, the reference included (it only helps it)
+    net = load_network(Path(args.spec), args.levels_scale)
+    flops = sum(task_train_flops(net, t) for t in net.tasks) / len(net.tasks)  # per training image
+    peak, peak_what = matmul_rate(device)
+
+    print(f"# train_speed: {net.name} ({args.levels_scale}), {len(net.tasks)} tasks, device {device}")
+    print(f"# machine: {machine(device)}")
+    print(f"# model FLOPs per training image (mean task path, x3 forward): {flops / 1e9:.3f} GFLOP; "
+          f"{peak_what} matmul: {peak / 1e12:.2f} TFLOP/s")
+    print("| batch/task | variant | images/s | vs reference | MFU | peak memory |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for batch in [int(b) for b in args.batches.split(",")]:
+        reference = None
+        for variant in variants:
+            try:
+                r = measure(variant, net, device, batch, args.steps, args.warmup, args.compile_mode)
+            except Exception as e:  # a variant that cannot run here (no compiler, no CUDA) is reported, not fatal
+                print(f"| {batch} | {variant} | failed: {type(e).__name__}: {str(e).splitlines()[0][:80]} | | | |")
+                continue
+            if variant == "reference":
+                reference = r["images_s"]
+            ratio = f"{r['images_s'] / reference:.2f}x" if reference else "-"
+            mfu = r["images_s"] * flops / peak
+            memory = f"{r['peak_mib']:.0f} MiB" if r["peak_mib"] is not None else "-"
+            print(f"| {batch} | {variant} | {r['images_s']:.1f} | {ratio} | {100 * mfu:.2f}% | {memory} |",
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
