@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands():
     """Commands of later stages register themselves here (compile, train, ...)."""
-    return []
+    from partc.report.cli import register as register_report
+
+    return [register_report]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,172 @@
+"""Report stage entry point: a run directory -> report.html, PNG figures, report.json.
+
+`build_report` gathers every section it can and records what it cannot in
+`problems` (shown at the top of the HTML, printed by the CLI as warnings):
+structure needs only the run's spec.part; results need metrics.jsonl or
+results.json; CKA needs the trained checkpoint; transfer also needs
+checkpoints/init.pt and labelled test data. Only a missing run directory or
+spec.part (nothing to report on) raises, as a `CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from partc.errors import CheckpointError, PartError
+from partc.report import figures
+from partc.report.analysis import cka_by_level, transfer
+from partc.report.evaldata import RANDOM_PROBE, EvalData, build_probes, load_test_data
+from partc.report.results import baseline_comparison, read_run_info, run_results
+from partc.report.structure import structure
+from partc.run import load_checkpoint, load_run_network, load_trained_model, run_paths
+
+REPORT_FORMAT = "partc-report/1"
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    data: dict[str, Any]
+    figures: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def problems(self) -> list[str]:
+        return self.data["problems"]
+
+    @property
+    def html(self) -> Path:
+        return self.out_dir / "report.html"
+
+    @property
+    def json(self) -> Path:
+        return self.out_dir / "report.json"
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CheckpointError(f"device '{name}' asked for, but this machine has no CUDA GPU", hint="use --device cpu")
+    return torch.device(name)
+
+
+def _baseline_dir(run_dir: Path, given: str | Path | None, info: dict[str, Any]) -> Path | None:
+    """--baseline wins; else run.json's "baseline", read as given or relative to the run directory."""
+    if given is not None:
+        return Path(given)
+    recorded = info.get("baseline")
+    if not isinstance(recorded, str) or not recorded:
+        return None
+    path = Path(recorded)
+    return path if path.is_absolute() or path.is_dir() else run_dir / path
+
+
+def _cka_summary(cka: dict[str, Any]) -> dict[str, float | None]:
+    """Mean CKA over distinct task pairs at each level: how alike the tasks' representations are."""
+    means = {}
+    for level, matrix in cka["matrices"].items():
+        values = [v for i, row in enumerate(matrix) for j, v in enumerate(row) if i < j and v is not None]
+        means[level] = sum(values) / len(values) if values else None
+    return means
+
+
+def build_report(run_dir: str | Path, out_dir: str | Path, *, baseline: str | Path | None = None,
+                 data_root: str | None = None, eval_data: EvalData | None = None, probe_size: int = 256,
+                 device: str = "cpu", seed: int = 0) -> Report:
+    """Write report.html, report.json and the PNG figures of a run into `out_dir`.
+
+    `eval_data` replaces the data stage's test splits (e.g. a notebook's own
+    held-out data); by default each task's test split is loaded from its spec.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    net = load_run_network(run_dir)  # no run or no spec.part: nothing to report, raises
+    tasks = list(net.tasks)
+    torch_device = _device(device)
+    problems: list[str] = []
+
+    info, found = read_run_info(run_dir)
+    problems += found
+    if info.get("spec_hash") not in (None, net.spec_hash):
+        problems.append(f"run.json names spec hash {info['spec_hash']}, but spec.part hashes to {net.spec_hash}")
+
+    data: dict[str, Any] = {"format": REPORT_FORMAT, "run": str(run_dir), "network": net.name,
+                            "run_info": info, "problems": problems, "structure": structure(net)}
+
+    results, curves, found = run_results(run_dir, tasks)
+    problems += found
+    data["results"], data["curves"] = results, curves
+
+    model = init_state = None
+    try:
+        _, model, state = load_trained_model(run_dir)
+        model.to(torch_device)
+        data["checkpoint"] = {"file": str(run_paths(run_dir)["last"]), "epoch": state.get("epoch")}
+    except PartError as e:
+        problems.append(f"trained weights unavailable, no CKA or transfer: {e.message}")
+    if model is not None:
+        try:
+            init_state = load_checkpoint(run_paths(run_dir)["init"], net.spec_hash)["model"]
+        except (PartError, KeyError) as e:
+            problems.append(f"initial weights unavailable, no transfer: {getattr(e, 'message', e)}")
+
+    evaluation = eval_data if eval_data is not None else load_test_data(net, data_root) if model is not None else None
+    if evaluation is not None:
+        problems += evaluation.problems
+        data["evaluation_data"] = {"source": evaluation.source,
+                                   "test_samples": {t: len(d.y) for t, d in evaluation.tests.items()}}
+        probes = build_probes(net, evaluation, size=probe_size, seed=seed)
+        if any(p.kind == RANDOM_PROBE for p in probes):
+            problems.append("CKA probe: random normal inputs for input(s) "
+                            + ", ".join(p.input for p in probes if p.kind == RANDOM_PROBE)
+                            + " (no test data); similarities describe the network, not the tasks' data")
+        data["cka"] = cka_by_level(net, model, probes, torch_device)
+        data["cka"]["mean_between_tasks"] = _cka_summary(data["cka"])
+        if init_state is not None:
+            data["transfer"] = transfer(net, model, init_state, evaluation, torch_device)
+            missing = [t for t in tasks if t not in data["transfer"]]
+            if missing:
+                problems.append(f"transfer skipped for task(s) without test data: {', '.join(missing)}")
+
+    baseline_dir = _baseline_dir(run_dir, baseline, info)
+    if baseline_dir is not None:
+        data["baseline"], found = baseline_comparison(results, baseline_dir, tasks)
+        problems += found
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = Report(out_dir, data)
+    report.figures = _draw(data, tasks, out_dir)
+    data["figures"] = {name: path.name for name, path in report.figures.items()}
+    report.json.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    from partc.report.html import render_html
+
+    report.html.write_text(render_html(data, report.figures), encoding="utf-8")
+    return report
+
+
+def _draw(data: dict[str, Any], tasks: list[str], out_dir: Path) -> dict[str, Path]:
+    """Every figure whose numbers exist, as out_dir/NAME.png."""
+    plans = [
+        ("usage", lambda: figures.usage_map(data["structure"])),
+        ("sharing", lambda: figures.sharing_matrices(data["structure"])),
+        ("sharing_by_level", lambda: figures.sharing_by_level(data["structure"])),
+        ("params", lambda: figures.param_split(data["structure"])),
+    ]
+    if data["results"]["tasks"]:
+        plans.append(("accuracy", lambda: figures.accuracy_bars(data["results"], tasks)))
+    if data["curves"]:
+        plans.append(("curves", lambda: figures.learning_curves(data["curves"], tasks)))
+    if data.get("cka", {}).get("probes"):
+        plans.append(("cka", lambda: figures.cka_grid(data["cka"])))
+    if data.get("transfer"):
+        plans.append(("transfer", lambda: figures.transfer_bars(data["transfer"], tasks)))
+    if (data.get("baseline") or {}).get("tasks"):
+        plans.append(("baseline", lambda: figures.baseline_bars(data["baseline"], tasks)))
+    written = {}
+    for name, draw in plans:
+        written[name] = figures.save(draw(), out_dir / f"{name}.png")
+    return written
