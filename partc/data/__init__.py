@@ -1,1 +1,30 @@
-"""Task data: the catalog of sources (torch-free) and their loaders."""
+"""Stage: task data. The catalog of sources (torch-free, read by the checker) and their loaders.
+
+    load_task_data(net, task, data_root=None) -> TaskData   (partc.data.load)
+    load_all(net, data_root=None) -> {task: TaskData}
+    augment_batch(x, generator)                              (partc.data.augment)
+
+The loaders import torch, so they are imported on first use: `partc check`
+reads `partc.data.catalog` without paying for torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LAZY = {
+    "TaskData": "partc.data.load",
+    "load_task_data": "partc.data.load",
+    "load_all": "partc.data.load",
+    "augment_batch": "partc.data.augment",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'partc.data' has no attribute '{name}'")

@@ -7,6 +7,7 @@ selects. The loaders themselves live beside this file (`partc.data.load`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,42 @@ COMMON_OPTIONS = {
     "normalize": "true (default): per-task mean/std normalisation",
     "limit": "use at most this many training samples (quick runs)",
 }
+
+# Defaults the loaders use for options a spec leaves out.
+OPTION_DEFAULTS: dict[str, Any] = {"val": 0.1, "test": 0.2, "augment": False, "normalize": True, "limit": None}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# option -> (accepts the value?, what a valid value is). `classes` is checked by select_classes.
+OPTION_VALUES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "val": (lambda v: _is_number(v) and 0 <= v < 1, "a fraction in [0, 1), e.g. val=0.1"),
+    "test": (lambda v: _is_number(v) and 0 <= v < 1, "a fraction in [0, 1), e.g. test=0.2"),
+    "augment": (lambda v: isinstance(v, bool), "true or false"),
+    "normalize": (lambda v: isinstance(v, bool), "true or false"),
+    "limit": (lambda v: _is_int(v) and v > 0, "a positive number of training samples, e.g. limit=500"),
+    "size": (
+        lambda v: (_is_int(v) and v > 0) or (isinstance(v, list) and len(v) == 2 and all(_is_int(i) and i > 0 for i in v)),
+        "an image size in pixels: size=32 or size=[height, width]",
+    ),
+    "samples": (lambda v: _is_int(v) and v > 0, "a positive number of samples, e.g. samples=1000"),
+    "seed": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "noise": (lambda v: _is_number(v) and v >= 0, "a non-negative number (the noise's standard deviation)"),
+}
+
+
+def check_option(name: str, value: Any) -> str | None:
+    """None when `value` is valid for option `name`, else what a valid value is."""
+    rule = OPTION_VALUES.get(name)
+    if rule is None or rule[0](value):
+        return None
+    return f"option {name}= must be {rule[1]}, got {value!r}"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from partc.data.catalog import COMMON_OPTIONS, SOURCES, select_classes
+from partc.data.catalog import COMMON_OPTIONS, SOURCES, check_option, select_classes
 from partc.errors import Location, PartError, SpecError
 from partc.ir import Constraint, DataSpec, InputSpec, Layer, Level, Network, SegmentGroup, Task
 from partc.language import ast
@@ -278,6 +278,10 @@ def _resolve_data(t: ast.TaskDef, errors: list[PartError]) -> tuple[DataSpec | N
         if key not in COMMON_OPTIONS and key not in source.options:
             valid = ", ".join(list(COMMON_OPTIONS) + list(source.options))
             errors.append(SpecError(f"data source '{source.name}' has no option '{key}'", arg.loc, f"options: {valid}"))
+            return None, []
+        problem = check_option(key, kw[key])
+        if problem:
+            errors.append(SpecError(f"data source '{source.name}': {problem}", arg.loc))
             return None, []
     for name, value in zip(source.positional, pos, strict=False):
         if not isinstance(value, str):

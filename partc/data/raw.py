@@ -1,0 +1,172 @@
+"""Data stage, readers: each source's samples as plain numpy arrays (`RawData`).
+
+A reader returns a source's samples in their natural shape and type, before
+class selection, splits or normalisation (`partc.data.load` does those, the
+same way for every source). Images stay uint8 with `scale` = 1/255 so a
+cached data set costs a quarter of its float size; only the samples a task
+selects become float32.
+
+Relative paths in a spec are looked up in each of `bases` in turn (see
+`partc.data.load.search_bases`): the first that exists wins, and when none
+does the error lists every path tried. CIFAR lives in `partc.data.cifar`.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from partc.errors import DataError, Location
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+NPZ_HINT = "save it with numpy.savez(FILE, x=samples, y=labels), optionally with x_test=..., y_test=..., labels=names"
+
+
+@dataclass
+class RawData:
+    """A source's samples: x (n, ...) uint8 or float32, y (n,) int64 class ids."""
+
+    x: np.ndarray
+    y: np.ndarray
+    names: list[str] | None  # class name of each id (y value), when the source has them
+    x_test: np.ndarray | None = None  # the source's own test split, if it has one
+    y_test: np.ndarray | None = None
+    scale: float = 1.0  # x * scale is the float sample (1/255 for uint8 images)
+    origin: str = ""  # where it came from, for messages
+
+
+def resolve_path(value: str, bases: list[Path]) -> tuple[Path | None, list[Path]]:
+    """The first existing `base / value` (or `value` itself when absolute), and every path tried."""
+    path = Path(value).expanduser()
+    candidates = [path] if path.is_absolute() else [(base / path).resolve() for base in bases]
+    tried: list[Path] = []
+    for candidate in candidates:
+        if candidate in tried:
+            continue
+        tried.append(candidate)
+        if candidate.exists():
+            return candidate, tried
+    return None, tried
+
+
+def missing_path_error(what: str, value: str, tried: list[Path], loc: Location | None, hint: str) -> DataError:
+    looked = ", ".join(str(p) for p in tried)
+    return DataError(f"{what} '{value}' not found (looked for {looked})", loc, hint)
+
+
+# ---- digits -------------------------------------------------------------------------------------
+
+def read_digits() -> RawData:
+    """scikit-learn's bundled 8x8 handwritten digits (1797 images, values 0..16), scaled to [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
+    return RawData(x=x, y=digits.target.astype(np.int64), names=[str(i) for i in range(10)], origin="sklearn digits")
+
+
+# ---- npz ----------------------------------------------------------------------------------------
+
+def read_npz(file_arg: str, bases: list[Path], loc: Location | None) -> RawData:
+    """Arrays x, y (and optionally x_test, y_test, labels) from a .npz file; uint8 x is scaled by 1/255."""
+    path, tried = resolve_path(file_arg, bases)
+    if path is None:
+        raise missing_path_error("npz file", file_arg, tried, loc, NPZ_HINT)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise DataError(f"npz file '{path}' holds Python objects, which partc does not unpickle", loc,
+                            "store numeric arrays (and labels as a string array)") from None
+        raise DataError(f"npz file '{path}' is corrupt or not an npz file ({e})", loc, NPZ_HINT) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"cannot read npz file '{path}' ({type(e).__name__}: {e})", loc, NPZ_HINT) from None
+    if not isinstance(arrays, dict) or not arrays:
+        raise DataError(f"'{path}' is not an npz archive of named arrays", loc, NPZ_HINT)
+
+    def need(key: str) -> np.ndarray:
+        if key not in arrays:
+            raise DataError(f"npz file '{path}' has no array '{key}' (it has {', '.join(arrays)})", loc, NPZ_HINT)
+        return arrays[key]
+
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise DataError(f"npz file '{path}' has only one of x_test and y_test", loc, "store both, or neither")
+    x, y = _npz_pair(path, need("x"), need("y"), "x", "y", loc)
+    x_test = y_test = None
+    if "x_test" in arrays:
+        x_test, y_test = _npz_pair(path, arrays["x_test"], arrays["y_test"], "x_test", "y_test", loc)
+        if x_test.shape[1:] != x.shape[1:]:
+            raise DataError(f"npz file '{path}': x_test samples have shape {x_test.shape[1:]}, x samples {x.shape[1:]}",
+                            loc, "give x and x_test the same per-sample shape")
+    names = None
+    if "labels" in arrays:
+        labels = arrays["labels"]
+        if labels.ndim != 1 or labels.dtype.kind not in "US":
+            raise DataError(f"npz file '{path}': 'labels' should be a 1-D string array of class names", loc)
+        names = [v.decode() if isinstance(v, bytes) else str(v) for v in labels.tolist()]
+    scale = 1 / 255 if x.dtype == np.uint8 else 1.0
+    return RawData(x=x, y=y, names=names, x_test=x_test, y_test=y_test, scale=scale, origin=str(path))
+
+
+def _npz_pair(path: Path, x: np.ndarray, y: np.ndarray, xn: str, yn: str, loc: Location | None):
+    if x.dtype.kind not in "biuf" or x.ndim < 2:
+        raise DataError(f"npz file '{path}': '{xn}' should be a numeric array (n, ...), got {x.dtype} {x.shape}", loc)
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise DataError(f"npz file '{path}': '{yn}' should be a 1-D integer array of class ids, got {y.dtype} {y.shape}",
+                        loc, "store class ids as integers; put class names in a 'labels' array")
+    if len(x) != len(y):
+        raise DataError(f"npz file '{path}': {len(x)} samples in '{xn}' but {len(y)} labels in '{yn}'", loc)
+    if x.dtype != np.uint8:
+        x = x.astype(np.float32)
+    return x, y.astype(np.int64)
+
+
+# ---- folder -------------------------------------------------------------------------------------
+
+def folder_classes(root_arg: str, bases: list[Path], loc: Location | None) -> tuple[Path, list[str]]:
+    """The root folder and its class sub-folder names, sorted."""
+    hint = "make a folder with one sub-folder of images (png, jpg) per class, e.g. DIR/cat/1.png, DIR/dog/7.jpg"
+    root, tried = resolve_path(root_arg, bases)
+    if root is None:
+        raise missing_path_error("image folder", root_arg, tried, loc, hint)
+    if not root.is_dir():
+        raise DataError(f"image folder '{root}' is a file, not a folder", loc, hint)
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not names:
+        raise DataError(f"image folder '{root}' has no class sub-folders", loc, hint)
+    return root, names
+
+
+def read_image_folder(folder: Path, height: int, width: int, mode: str, loc: Location | None) -> np.ndarray:
+    """Every image in one class folder, sorted by file name: uint8 (n, C, height, width)."""
+    from PIL import Image
+
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"class folder '{folder}' holds no images ({', '.join(IMAGE_SUFFIXES)})", loc,
+                        "put the class's images there, or leave the class out of classes=...")
+    out = np.empty((len(files), len(mode), height, width), dtype=np.uint8)
+    for i, file in enumerate(files):
+        try:
+            with Image.open(file) as image:
+                pixels = np.asarray(image.convert(mode).resize((width, height), Image.Resampling.BILINEAR))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise DataError(f"cannot read image '{file}' ({type(e).__name__}: {e})", loc,
+                            "replace or delete the file; only images belong in class folders") from None
+        out[i] = pixels.reshape(height, width, len(mode)).transpose(2, 0, 1)
+    return out
+
+
+# ---- synthetic ----------------------------------------------------------------------------------
+
+def make_synthetic(classes: int, shape: tuple[int, ...], samples: int, seed: int, noise: float) -> RawData:
+    """`classes` Gaussian prototypes in `shape`, plus N(0, noise^2) per element; classes take turns."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.standard_normal((classes, *shape)).astype(np.float32)
+    y = np.arange(samples, dtype=np.int64) % classes
+    x = prototypes[y] + np.float32(noise) * rng.standard_normal((samples, *shape)).astype(np.float32)
+    return RawData(x=x, y=y, names=None, origin=f"synthetic(seed={seed})")
