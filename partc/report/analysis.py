@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -24,7 +25,7 @@ BATCH = 256
 
 
 @torch.no_grad()
-def level_grams(model: PartModel, x: Tensor, task: str, device: torch.device) -> dict[str, Tensor]:
+def level_grams(model: PartModel, x: Tensor, task: str, device: torch.device) -> dict[str, np.ndarray]:
     """The centered Gram matrix of `task`'s output at every level, over the samples x."""
     outputs: dict[str, list[Tensor]] = {}
     for start in range(0, len(x), BATCH):

@@ -11,6 +11,7 @@ spec.part (nothing to report on) raises, as a `CheckpointError`.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ def _baseline_dir(run_dir: Path, given: str | Path | None, info: dict[str, Any])
     if not isinstance(recorded, str) or not recorded:
         return None
     path = Path(recorded)
-    return path if path.is_absolute() or path.is_dir() else run_dir / path
+    return path if path.is_absolute() or path.is_dir() else Path(os.path.normpath(run_dir / path))
 
 
 def _cka_summary(cka: dict[str, Any]) -> dict[str, float | None]:

@@ -7,15 +7,14 @@ images. Samples are stored as the data stage hands them (normalised with
 their own task's mean/std); before a sample enters another task's path it is
 moved to that task's normalisation (x * std_a + mean_a - mean_b) / std_b.
 
-Fallback, clearly marked in the report: when the data loaders are not
-installed or a task's data cannot be loaded, the probe of that input is
-random normal noise in the input's shape (the model's normalised input
-space) and accuracy-based sections (transfer) skip the task.
+Fallback, clearly marked in the report: when no task of an input has test
+data (its files are missing, say), the probe of that input is random normal
+noise in the input's shape (the model's normalised input space), and the
+accuracy-based section (transfer) skips the tasks without data.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,30 +45,26 @@ class EvalData:
     problems: list[str] = field(default_factory=list)
 
 
-def loaders_available() -> bool:
-    return importlib.util.find_spec("partc.data.load") is not None
-
-
 def load_test_data(net: Network, data_root: str | None = None) -> EvalData:
-    """Every task's test split through the data stage; problems for tasks it cannot load."""
-    if not loaders_available():
-        return EvalData(source="none", problems=[
-            "the data loaders (partc.data.load) are not installed: no test data, "
-            "CKA uses a random normal probe and transfer is skipped"])
-    from partc.data.load import load_task_data
+    """Every task's test split through the data stage; a problem for each task it cannot load."""
+    from partc.data.load import load_all, load_task_data
 
-    data = EvalData(source="partc.data.load, test split")
-    for name in net.tasks:
-        try:
-            loaded = load_task_data(net, name, data_root=data_root)
-        except PartError as e:
-            data.problems.append(f"task '{name}': test data not loaded: {e.message}")
-            continue
-        x, y = loaded.test
+    data = EvalData(source="test split (partc.data)")
+    try:
+        loaded = load_all(net, data_root=data_root)  # reads each source once
+    except PartError:
+        loaded = {}
+        for name in net.tasks:  # one by one, to know which tasks fail and why
+            try:
+                loaded[name] = load_task_data(net, name, data_root=data_root)
+            except PartError as e:
+                data.problems.append(f"task '{name}': test data not loaded: {e.message}")
+    for name, task_data in loaded.items():
+        x, y = task_data.test
         if len(y) == 0:
             data.problems.append(f"task '{name}': the test split is empty")
             continue
-        data.tests[name] = TaskTest(x, y, _stat(getattr(loaded, "mean", None)), _stat(getattr(loaded, "std", None)))
+        data.tests[name] = TaskTest(x, y, _stat(task_data.mean), _stat(task_data.std))
     return data
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import matplotlib
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
@@ -268,11 +269,12 @@ def learning_curves(curves: dict[str, Any], tasks: list[str]) -> Figure:
                         ax.plot(*zip(*points), color=colours[t], linewidth=1.3, marker="." if len(points) < 30 else None)
             ax.set_title(f"{split} {'loss' if key == 'loss' else 'top-1 accuracy'}", fontsize=10)
             ax.set_ylabel("loss" if key == "loss" else "top-1")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if key == "top1":
                 ax.set_ylim(0, 1.02)
                 ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
-    fig.legend(handles=[Patch(facecolor=colours[t], label=t) for t in tasks if t in curves], title="task",
+    fig.legend(handles=[Line2D([], [], color=colours[t], linewidth=2, label=t) for t in tasks if t in curves], title="task",
                loc="outside right upper", fontsize=8, title_fontsize=8, ncols=2 if len(tasks) > 12 else 1, frameon=False)
     fig.suptitle("learning curves", fontsize=11)
     return fig
@@ -319,7 +321,7 @@ def transfer_bars(transfer: dict[str, Any], tasks: list[str]) -> Figure:
     ax.set_xticklabels([f"{t}\n{transfer[t]['shared_segments']} shared" for t in shown], fontsize=7)
     ax.set_xlabel("task (and how many segments of its path it shares)")
     ax.set_ylabel("test top-1")
-    ax.set_title("how much each task relies on what it shares: shared segments trained vs reset to init", fontsize=10)
+    ax.set_title("how much each task relies on what it shares:\nits shared segments trained vs reset to init", fontsize=10)
     fig.legend(handles=[Patch(facecolor="#666666", label="trained"),
                         Patch(facecolor="#666666", alpha=0.4, label="shared\nsegments reset")],
                loc="outside right upper", fontsize=8, frameon=False)

@@ -31,8 +31,10 @@ def read_run_info(run_dir: str | Path) -> tuple[dict[str, Any], list[str]]:
     return info, []
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def _number(value: Any) -> float | int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if isinstance(value, int) else float(value)
 
 
 def _pick(row: dict[str, Any]) -> dict[str, float | None]:
