@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands():
     """Commands of later stages register themselves here (compile, train, ...)."""
     from partc.report.cli import register as register_report
+    from partc.train.cli import register as register_train
 
-    return [register_report]
+    return [register_train, register_report]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,6 +75,10 @@ class CheckpointError(PartError):
     """A checkpoint or run directory is missing, corrupt or of another spec."""
 
 
+class TrainError(PartError):
+    """Training cannot start: no such device, or a run directory that is not a fresh one."""
+
+
 class ExportError(PartError):
     """Export failed or the exported model does not match torch."""
 

@@ -499,3 +499,10 @@ def test_stratified_split_properties(counts, fraction, seed):
     assert np.all(np.abs(held - fraction * np.array(counts)) <= 1 + 1e-9 + abs(n_out - fraction * len(y)))
     again = data_load._stratified_split(y, n_out, np.random.default_rng(seed))
     assert np.array_equal(again[1], out)
+
+
+def test_class_names_are_not_taken_as_ids(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", classes=("a", "b"), per_class=2)
+    assert root.is_dir()
+    err = _expect_data_error(make_spec(tmp_path, task("a", 'folder("imgs", classes=["1"])'), "3, 8, 8"))
+    assert "no class '1'" in err.message and "classes there: a, b" in err.hint

@@ -236,10 +236,12 @@ def _options(spec: DataSpec) -> dict[str, Any]:
 def _class_ids(task: Task, names: list[str] | None, spec: DataSpec) -> tuple[list[int], list[str]]:
     """Source class ids of the task's labels, in head order, and their display names."""
     ids: list[int] = []
+    asked = spec.args.get("classes")
+    by_name = isinstance(asked, list) and all(isinstance(v, str) for v in asked)  # classes=["cat", ...]: names only
     for label in task.labels:
         if names is not None and label in names:
             ids.append(names.index(label))
-        elif re.fullmatch(r"[0-9]+", label) and (names is None or int(label) < len(names)):
+        elif not by_name and re.fullmatch(r"[0-9]+", label) and (names is None or int(label) < len(names)):
             ids.append(int(label))
         else:
             shown = ", ".join(names[:30]) + (", ..." if len(names) > 30 else "") if names else "integer ids only"

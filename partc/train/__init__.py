@@ -1,0 +1,16 @@
+"""Stage 6, train: every task of a checked network in parallel, into a run directory.
+
+    train(net, out_dir, device=..., resume=..., epochs=..., mode=...) -> results dict
+
+Modules: `config` (train block -> settings), `sampling` (batching policy),
+`loop` (fused and interleaved epochs, evaluation), `session` (model,
+optimizers, data feeds and their checkpointable state), `runner` (the run
+directory, checkpoints, resume), `results`, `progress`, `nosharing` (the
+no-sharing baseline), `device` and `fast` (CUDA speed settings), `flops`,
+`cli` (`partc train`).
+"""
+
+from partc.train.config import TrainConfig, resolve_config
+from partc.train.runner import train
+
+__all__ = ["TrainConfig", "resolve_config", "train"]

@@ -1,0 +1,49 @@
+"""`partc train`: the command over `partc.train.train`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    import partc
+    from partc.train import train
+    from partc.train.device import cpu_threads
+
+    # One intra-op thread per CPU this process may use (torch's default can count the host's cores).
+    torch.set_num_threads(cpu_threads())
+    net = partc.load(args.spec)
+    results = train(net, args.out, device=args.device, resume=args.resume, epochs=args.epochs, mode=args.mode,
+                    data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing)
+    return 0 if results is not None else 1
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train every task of a spec in parallel into a run directory",
+        description="Train all tasks of a .part spec at once (fused or PaRT-interleaved), with a checkpoint "
+                    "per epoch, metrics, and a final per-task results table. See docs/train.md.")
+    p.add_argument("spec", help="the .part file")
+    p.add_argument("--out", help="run directory (default: runs/<network>, or runs/<network>_nosharing)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto (default): cuda when available, else cpu")
+    p.add_argument("--epochs", type=positive_int, help="override the spec's epochs (with --resume: train longer)")
+    p.add_argument("--mode", choices=["fused", "interleaved"], help="override the spec's training mode")
+    p.add_argument("--data-root", help="folder where relative data paths of the spec are looked up first")
+    p.add_argument("--no-sharing", action="store_true",
+                   help="train the no-sharing baseline: every task gets private copies of its path's segments")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, epoch lines or results table")
+    p.set_defaults(func=cmd_train)

@@ -1,0 +1,257 @@
+"""Train stage entry point: `train(net, out_dir)` -> a run directory and the final results.
+
+The run directory follows docs/ARCHITECTURE.md (read and written through
+`partc.run`). Order of writes per epoch: metrics rows first, then the
+epoch checkpoint (atomic), then last.pt (an atomic hard link to it), then
+pruning. A run killed at any point therefore resumes from its newest
+complete checkpoint; rows of a later, unfinished epoch are dropped from
+metrics.jsonl on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from partc.errors import CheckpointError, TrainError
+from partc.ir import Network
+from partc.run import (
+    atomic_write_bytes,
+    atomic_write_text,
+    epoch_checkpoint,
+    load_checkpoint,
+    read_metrics,
+    run_paths,
+    save_checkpoint,
+)
+from partc.train.config import TrainConfig, resolve_config
+from partc.train.device import Runtime, pick_device
+from partc.train.progress import Progress
+from partc.train.results import best_mean_val_epoch, build_results, results_table
+from partc.train.session import Trainer, check_data
+
+KEEP_EPOCH_CHECKPOINTS = 3  # plus init.pt, last.pt and the epoch with the best mean val top-1
+
+
+def train(net: Network, out_dir: str | Path | None = None, *, device: str = "auto", resume: bool = False,
+          epochs: int | None = None, mode: str | None = None, data_root: str | Path | None = None,
+          quiet: bool = False, no_sharing: bool = False, data: dict[str, Any] | None = None) -> dict:
+    """Train every task of `net` into `out_dir` (default runs/<network>); the final results.
+
+    `no_sharing` trains the spec's no-sharing baseline instead (`partc.train.nosharing`).
+    `data` ({task: TaskData}) skips loading, for tests and benchmarks.
+    """
+    source = net
+    if no_sharing:
+        from partc.train.nosharing import unshare
+
+        net = unshare(net)
+    out = Path(out_dir) if out_dir is not None else Path("runs") / net.name
+    paths = run_paths(out)
+    runtime = Runtime(pick_device(device))
+
+    state = None
+    if resume:
+        state = _resume_checkpoint(out, net, no_sharing)
+        cfg = _resume_config(state, epochs, mode, paths["last"])
+    else:
+        _refuse_existing(out)
+        cfg = resolve_config(net, epochs=epochs, mode=mode)
+
+    if data is None:
+        from partc.data.load import load_all
+
+        data = load_all(net, data_root=data_root)
+    check_data(net, data)
+    runtime.setup()
+    trainer = Trainer(net, cfg, runtime, data)
+    info = {
+        "partc_version": _version(), "network": net.name, "spec_hash": net.spec_hash, "spec_file": str(source.file),
+        "mode": cfg.mode, "device": str(runtime.device), "epochs": cfg.epochs, "batch": cfg.batch, "seed": cfg.seed,
+        "no_sharing": no_sharing, "config": cfg.to_dict(),
+        "steps_per_epoch": trainer.steps, "task_batch": trainer.batch_sizes,
+    }
+    if no_sharing:
+        info.update(source_network=source.name, source_spec_hash=source.spec_hash)
+
+    if state is not None:
+        trainer.load_state_dict(state, str(paths["last"]))
+        start = int(state["epoch"])
+        _drop_metrics_after(out, start)
+        _remove_temp_files(paths["checkpoints"])
+        previous = json.loads(paths["info"].read_text(encoding="utf-8"))
+        info = {**previous, "epochs": cfg.epochs, "device": str(runtime.device)}
+    else:
+        start = 0
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(paths["spec"], net.source)
+        save_checkpoint(paths["init"], _checkpoint(net, trainer, 0))
+        _point_last(paths, paths["init"])
+    atomic_write_text(paths["info"], json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+    progress = Progress(max(0, cfg.epochs - start) * trainer.steps_per_epoch_total, quiet=quiet)
+
+    def say(text: str) -> None:
+        if not quiet:
+            progress.message(text)
+
+    if start >= cfg.epochs:
+        say(f"{out}: already trained {start} of {cfg.epochs} epochs (pass --epochs to train longer)")
+    for epoch in range(start + 1, cfg.epochs + 1):
+        progress.label = f"epoch {epoch}/{cfg.epochs}"
+        began = time.perf_counter()
+        train_metrics = trainer.train_epoch(epoch - 1, progress.tick)
+        train_time = time.perf_counter() - began
+        rows = [{"epoch": epoch, "task": t, "split": "train", **m, "time_s": round(train_time, 4)}
+                for t, m in train_metrics.items()]
+        for (t, split), m in _timed_eval(trainer).items():
+            rows.append({"epoch": epoch, "task": t, "split": split, **m})
+        _append_metrics(out, rows)
+        save_checkpoint(epoch_checkpoint(out, epoch), _checkpoint(net, trainer, epoch))
+        _point_last(paths, epoch_checkpoint(out, epoch))
+        _prune(out, epoch)
+        say(_epoch_line(epoch, cfg.epochs, rows, time.perf_counter() - began))
+    progress.close()
+
+    rows, _problems = read_metrics(out)
+    results = build_results(net, rows, cfg.epochs, no_sharing=no_sharing)
+    table = results_table(results)
+    atomic_write_text(paths["results"], json.dumps(results, indent=2) + "\n")
+    atomic_write_text(paths["results_md"], table)
+    if not quiet:
+        sys.stdout.write(table)
+    return results
+
+
+# ---- run directory ----
+
+def _refuse_existing(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise TrainError(f"run directory '{out}' already exists and is not empty",
+                         hint="pass --resume to continue the run in it, or choose another --out (or delete it)")
+
+
+def _resume_checkpoint(out: Path, net: Network, no_sharing: bool) -> dict:
+    paths = run_paths(out)
+    if not out.is_dir():
+        raise CheckpointError(f"run directory '{out}' does not exist", hint="start a new run without --resume")
+    if not paths["info"].is_file() or not paths["spec"].is_file():
+        raise CheckpointError(f"'{out}' is not a partc run (run.json or spec.part is missing)",
+                              hint="pass the --out folder of an earlier 'partc train' run")
+    info = json.loads(paths["info"].read_text(encoding="utf-8"))
+    if info.get("spec_hash") != net.spec_hash:
+        hint = "resume with the spec the run was started from"
+        if info.get("no_sharing") and not no_sharing:
+            hint = "this run is a no-sharing baseline: add --no-sharing"
+        elif no_sharing and not info.get("no_sharing"):
+            hint = "this run is not a no-sharing baseline: drop --no-sharing"
+        raise CheckpointError(f"run '{out}' was trained from another spec (spec hash {info.get('spec_hash')}, "
+                              f"this spec {net.spec_hash})", hint=hint)
+    return load_checkpoint(paths["last"], net.spec_hash)
+
+
+def _resume_config(state: dict, epochs: int | None, mode: str | None, where: Path) -> TrainConfig:
+    cfg = TrainConfig.from_dict(state["config"])
+    if mode is not None and mode != cfg.mode:
+        raise TrainError(f"the run was trained in {cfg.mode} mode; it cannot resume in {mode} mode",
+                         hint=f"drop --mode, or start a new run with --mode {mode}")
+    if epochs is not None:
+        if epochs < int(state["epoch"]):
+            raise TrainError(f"--epochs {epochs} is fewer than the {state['epoch']} epochs '{where}' already has")
+        cfg = TrainConfig.from_dict({**cfg.to_dict(), "epochs": epochs})
+    return cfg
+
+
+def _checkpoint(net: Network, trainer: Trainer, epoch: int) -> dict:
+    cfg = trainer.cfg
+    scheduler = {"name": cfg.schedule, "epoch": epoch, "lr": cfg.lr * cfg.lr_factor(max(0, epoch - 1))}
+    return {"spec_hash": net.spec_hash, "network": net.name, "epoch": epoch, "scheduler": scheduler,
+            **trainer.state_dict()}
+
+
+def _point_last(paths: dict[str, Path], target: Path) -> None:
+    """Make last.pt the same file as `target`, atomically (hard link, or a copy where links fail)."""
+    tmp = paths["last"].with_name(".last.pt.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(target, tmp)
+        os.replace(tmp, paths["last"])
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        atomic_write_bytes(paths["last"], target.read_bytes())
+
+
+def _prune(out: Path, epoch: int) -> None:
+    rows, _ = read_metrics(out)
+    keep = set(range(epoch - KEEP_EPOCH_CHECKPOINTS + 1, epoch + 1))
+    best = best_mean_val_epoch(rows)
+    if best is not None:
+        keep.add(best)
+    for f in run_paths(out)["checkpoints"].glob("epoch_*.pt"):
+        try:
+            number = int(f.stem.split("_")[1])
+        except (IndexError, ValueError):
+            continue
+        if number not in keep:
+            f.unlink(missing_ok=True)
+
+
+def _remove_temp_files(folder: Path) -> None:
+    """Temp files a killed writer left behind (names from partc.run.atomic_write_bytes)."""
+    for f in folder.glob(".*.tmp"):
+        f.unlink(missing_ok=True)
+
+
+def _append_metrics(out: Path, rows: list[dict]) -> None:
+    with open(run_paths(out)["metrics"], "a", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _drop_metrics_after(out: Path, epoch: int) -> None:
+    path = run_paths(out)["metrics"]
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= epoch:
+            kept.append(line)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _timed_eval(trainer: Trainer) -> dict:
+    out = {}
+    for key, (x, y) in trainer.eval_data.items():
+        began = time.perf_counter()
+        m = trainer.evaluate_one(key, x, y)
+        out[key] = {**m, "time_s": round(time.perf_counter() - began, 4)}
+    return out
+
+
+def _epoch_line(epoch: int, epochs: int, rows: list[dict], seconds: float) -> str:
+    def mean(split, key):
+        values = [r[key] for r in rows if r["split"] == split and r[key] is not None]
+        return sum(values) / len(values) if values else None
+
+    parts = [f"epoch {epoch}/{epochs}", f"loss {mean('train', 'loss'):.4f}"]
+    for split in ("train", "val", "test"):
+        value = mean(split, "top1")
+        if value is not None:
+            parts.append(f"{split} {100 * value:.2f}%")
+    return "  ".join(parts) + f"  ({seconds:.1f} s)"
+
+
+def _version() -> str:
+    from partc import __version__
+
+    return __version__
