@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from report_runs import BASELINE_SPEC, SHARED_SPEC, make_run
+from report_runs import SHARED_SPEC, make_run
 
 import partc
 from partc.cli import main
@@ -26,8 +26,8 @@ from partc.run import load_checkpoint, load_trained_model, run_paths
 def runs(tmp_path_factory):
     """A trained run with sharing, its no-sharing baseline, and the report of the first."""
     root = tmp_path_factory.mktemp("runs")
-    base = make_run(root / "base", BASELINE_SPEC)
-    run = make_run(root / "run", SHARED_SPEC, baseline="../base")
+    base = make_run(root / "base", no_sharing=True)
+    run = make_run(root / "run", baseline="../base")
     report = build_report(run, root / "report")
     return {"root": root, "run": run, "base": base, "report": report,
             "json": json.loads(report.json.read_text()), "net": partc.load(run / "spec.part")}
@@ -290,7 +290,7 @@ def test_missing_test_data_falls_back_to_a_marked_random_probe(tmp_path):
     spec = SHARED_SPEC.replace("synthetic(classes=3, samples=150, seed=1, noise=0.6)", f'npz("{npz}", classes=2)')
     spec = spec.replace("synthetic(classes=3, samples=150, seed=2, noise=0.6)", f'npz("{npz}", classes=2)')
     spec = spec.replace("synthetic(classes=6, samples=150, seed=3, noise=0.6)", f'npz("{npz}", classes=2)')
-    run = make_run(tmp_path / "run", spec, epochs=1, steps=1)
+    run = make_run(tmp_path / "run", spec.replace("epochs 2", "epochs 1"))
     npz.unlink()
     report, d, _ = _report(run, tmp_path)
     assert d["cka"]["probes"][0]["kind"] == RANDOM_PROBE

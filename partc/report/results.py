@@ -51,7 +51,8 @@ def final_results(run_dir: str | Path, rows: list[dict[str, Any]], tasks: list[s
             per_task = data["tasks"]
             found = {t: _pick(per_task[t]) for t in tasks if isinstance(per_task.get(t), dict)}
             if found:
-                return _with_mean({"source": "results.json", "epoch": None, "tasks": found}), problems
+                epoch = data.get("epoch") if isinstance(data.get("epoch"), int) else None
+                return _with_mean({"source": "results.json", "epoch": epoch, "tasks": found}), problems
             problems.append(f"{path} has none of the network's tasks")
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
             problems.append(f"{path} is damaged ({type(e).__name__}); using metrics.jsonl")
