@@ -22,6 +22,16 @@ from partc.report.evaldata import RANDOM_PROBE, TEST_PROBE
 from partc.run import load_checkpoint, load_trained_model, run_paths
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These networks are tiny: torch's intra-op threads only add synchronisation, which stalls on a
+    busy shared machine (a run trained here took 33 s with 2 threads under load, 2 s with one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A trained run with sharing, its no-sharing baseline, and the report of the first."""
@@ -308,6 +318,19 @@ def test_cli_writes_the_report_and_warns_about_problems(runs, tmp_path, capsys):
     assert "warning:" in captured.err and "metrics.jsonl is missing" in captured.err
     assert "report.html" in captured.out
     assert (tmp_path / "out" / "report.html").is_file() and (tmp_path / "out" / "usage.png").is_file()
+
+
+def test_cli_refuses_a_bad_probe_size(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(tmp_path), "-o", str(tmp_path / "out"), "--probe-size", "1"])
+    assert exit_.value.code == 2
+    assert "CKA needs at least 2 samples" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_cli_cuda_without_a_gpu_is_a_user_error(runs, tmp_path, capsys):
+    assert main(["report", str(runs["run"]), "-o", str(tmp_path / "out"), "--device", "cuda"]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case", ["no_dir", "no_spec"])

@@ -16,15 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from partc.errors import CheckpointError, PartError
+from partc.errors import PartError
 from partc.report import figures
 from partc.report.analysis import cka_by_level, transfer
 from partc.report.evaldata import RANDOM_PROBE, EvalData, build_probes, load_test_data
 from partc.report.results import baseline_comparison, read_run_info, run_results
 from partc.report.structure import structure
 from partc.run import load_checkpoint, load_run_network, load_trained_model, run_paths
+from partc.train.device import pick_device
 
 REPORT_FORMAT = "partc-report/1"
 
@@ -48,14 +47,6 @@ class Report:
         return self.out_dir / "report.json"
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CheckpointError(f"device '{name}' asked for, but this machine has no CUDA GPU", hint="use --device cpu")
-    return torch.device(name)
-
-
 def _baseline_dir(run_dir: Path, given: str | Path | None, info: dict[str, Any]) -> Path | None:
     """--baseline wins; else run.json's "baseline", read as given or relative to the run directory."""
     if given is not None:
@@ -76,6 +67,27 @@ def _cka_summary(cka: dict[str, Any]) -> dict[str, float | None]:
     return means
 
 
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarise(data: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers that answer "what do my tasks share, and does the sharing help?"."""
+    params = data["structure"]["params"].values()
+    summary: dict[str, Any] = {
+        "mean_shared_fraction": _mean([p["shared"] / p["total"] for p in params if p["total"]]),
+        "mean_top1": data["results"].get("mean_top1"),
+    }
+    means = {lv: v for lv, v in data.get("cka", {}).get("mean_between_tasks", {}).items() if v is not None}
+    if means:
+        summary["cka_most_alike_level"] = max(means, key=means.get)
+        summary["cka_least_alike_level"] = min(means, key=means.get)
+    sharing = [m["change"] for m in data.get("transfer", {}).values() if m["shared_segments"]]
+    summary["mean_reset_change"] = _mean(sharing)
+    summary["mean_baseline_difference"] = _mean([m["difference"] for m in (data.get("baseline") or {}).get("tasks", {}).values()])
+    return summary
+
+
 def build_report(run_dir: str | Path, out_dir: str | Path, *, baseline: str | Path | None = None,
                  data_root: str | None = None, eval_data: EvalData | None = None, probe_size: int = 256,
                  device: str = "cpu", seed: int = 0) -> Report:
@@ -87,7 +99,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path, *, baseline: str | Pa
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     net = load_run_network(run_dir)  # no run or no spec.part: nothing to report, raises
     tasks = list(net.tasks)
-    torch_device = _device(device)
+    torch_device = pick_device(device)  # the same rules as `partc train --device`
     problems: list[str] = []
 
     info, found = read_run_info(run_dir)
@@ -135,9 +147,10 @@ def build_report(run_dir: str | Path, out_dir: str | Path, *, baseline: str | Pa
 
     baseline_dir = _baseline_dir(run_dir, baseline, info)
     if baseline_dir is not None:
-        data["baseline"], found = baseline_comparison(results, baseline_dir, tasks)
+        data["baseline"], found = baseline_comparison(results, baseline_dir, tasks, net.spec_hash)
         problems += found
 
+    data["summary"] = summarise(data)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Report(out_dir, data)
     report.figures = _draw(data, tasks, out_dir)

@@ -13,13 +13,23 @@ import sys
 import time
 
 
+def probe_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"CKA needs at least 2 samples, got {value}")
+    return value
+
+
 def cmd_report(args: argparse.Namespace) -> int:
+    import torch
+
     from partc.report import build_report
+    from partc.train.device import cpu_threads
 
-    if args.probe_size < 2:
-        from partc.errors import PartError
-
-        raise PartError(f"--probe-size must be at least 2 (CKA needs several samples), got {args.probe_size}")
+    torch.set_num_threads(cpu_threads())  # as `partc train`: the CPUs this process may use
     start = time.perf_counter()
     report = build_report(args.run_dir, args.output, baseline=args.baseline, data_root=args.data_root,
                           probe_size=args.probe_size, device=args.device)
@@ -40,7 +50,8 @@ def register(subparsers) -> None:
                    "(default: run.json's \"baseline\")")
     p.add_argument("--data-root", metavar="DIR", help="where relative data paths of the spec are found "
                    "(default: as the data stage resolves them)")
-    p.add_argument("--probe-size", type=int, default=256, metavar="N",
+    p.add_argument("--probe-size", type=probe_size, default=256, metavar="N",
                    help="samples in the common CKA probe batch per input (default 256)")
-    p.add_argument("--device", default="cpu", help="torch device for the evaluations: cpu (default), cuda, auto")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
+                   help="torch device for the evaluations: cpu (default), cuda, auto (cuda when available)")
     p.set_defaults(func=cmd_report)

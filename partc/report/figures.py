@@ -258,6 +258,9 @@ def learning_curves(curves: dict[str, Any], tasks: list[str]) -> Figure:
     colours = task_colours(tasks)
     fig = Figure(figsize=(9.5, 6.2), layout="constrained")
     axes = fig.subplots(2, 2, sharex=True)
+    losses = [v for per_task in curves.values() for series in per_task.values() for v in series["loss"] if v is not None]
+    # Losses that fall by orders of magnitude read better on a log scale.
+    log_loss = bool(losses) and min(losses) > 0 and max(losses) / min(losses) > 100
     for col, split in enumerate(("train", "val")):
         for row, key in enumerate(("loss", "top1")):
             ax = axes[row][col]
@@ -268,7 +271,9 @@ def learning_curves(curves: dict[str, Any], tasks: list[str]) -> Figure:
                     if points:
                         ax.plot(*zip(*points), color=colours[t], linewidth=1.3, marker="." if len(points) < 30 else None)
             ax.set_title(f"{split} {'loss' if key == 'loss' else 'top-1 accuracy'}", fontsize=10)
-            ax.set_ylabel("loss" if key == "loss" else "top-1")
+            ax.set_ylabel(("loss (log scale)" if log_loss else "loss") if key == "loss" else "top-1")
+            if key == "loss" and log_loss:
+                ax.set_yscale("log")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if key == "top1":
                 ax.set_ylim(0, 1.02)

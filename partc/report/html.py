@@ -58,10 +58,14 @@ def _number(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def _significant(value: Any) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
 def render_html(data: dict[str, Any], figures: dict[str, Path]) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(percent=_percent, points=_signed_points, number=_number)
+    env.filters.update(percent=_percent, points=_signed_points, number=_number, sig=_significant)
     shown = {
         name: {"uri": data_uri(path), "file": path.name, "title": FIGURE_TEXT[name][0], "caption": FIGURE_TEXT[name][1]}
         for name, path in figures.items()

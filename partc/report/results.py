@@ -99,15 +99,14 @@ def run_results(run_dir: str | Path, tasks: list[str]) -> tuple[dict[str, Any], 
     return results, learning_curves(rows, tasks), problems + more
 
 
-def baseline_comparison(results: dict[str, Any], baseline_dir: str | Path, tasks: list[str]) -> tuple[dict | None, list[str]]:
+def baseline_comparison(results: dict[str, Any], baseline_dir: str | Path, tasks: list[str],
+                        spec_hash: str | None = None) -> tuple[dict | None, list[str]]:
     """Test top-1 of each task here versus in a run without sharing (difference = here - baseline)."""
     baseline_dir = Path(baseline_dir)
     if not baseline_dir.is_dir():
         return None, [f"baseline run '{baseline_dir}' does not exist"]
     rows, problems = read_metrics(baseline_dir)
     base, more = final_results(baseline_dir, [r for r in rows if isinstance(r.get("epoch"), int)], tasks)
-    # The baseline only lends its final test table; its metrics file matters only when that table is missing.
-    problems = [f"baseline: {p}" for p in (more if base["tasks"] else problems + more)]
     compared = {}
     for task in tasks:
         here = results["tasks"].get(task, {}).get("top1")
@@ -115,5 +114,13 @@ def baseline_comparison(results: dict[str, Any], baseline_dir: str | Path, tasks
         if here is not None and there is not None:
             compared[task] = {"top1": here, "baseline_top1": there, "difference": here - there}
     if not compared:
-        problems.append(f"baseline '{baseline_dir}' has no test accuracy for any task of this run")
+        problems = [f"baseline '{baseline_dir}' has no test accuracy for any task of this run"]
+    else:
+        # The baseline only lends its final test table; its metrics file matters only when that table is missing.
+        problems = [f"baseline: {p}" for p in (more if base["source"] == "results.json" else problems + more)]
+    info, _ = read_run_info(baseline_dir)
+    source_hash = info.get("source_spec_hash")
+    if spec_hash is not None and source_hash not in (None, spec_hash):
+        problems.append(f"baseline '{baseline_dir}' was made from another spec (spec hash {source_hash}, "
+                        f"this run's is {spec_hash})")
     return {"run": str(baseline_dir), "source": base["source"], "tasks": compared}, problems
