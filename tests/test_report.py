@@ -179,6 +179,18 @@ def test_cka_value_recomputed_from_features(runs):
     assert shown == pytest.approx(linear_cka(fa, fc), abs=1e-9)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_gives_the_cpu_numbers(runs, tmp_path):
+    d = json.loads(build_report(runs["run"], tmp_path / "gpu", device="cuda").json.read_text())
+    for t, m in runs["json"]["transfer"].items():
+        assert d["transfer"][t]["trained_top1"] == pytest.approx(m["trained_top1"], abs=0.05)
+    for level, matrix in runs["json"]["cka"]["matrices"].items():
+        for row, gpu_row in zip(matrix, d["cka"]["matrices"][level]):
+            assert [v is None for v in row] == [v is None for v in gpu_row]
+            assert [v for v in gpu_row if v is not None] == pytest.approx([v for v in row if v is not None], abs=1e-3)
+
+
 # ---------------------------------------------------------------- the HTML page
 class _Page(HTMLParser):
     def __init__(self):
