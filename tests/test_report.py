@@ -277,7 +277,9 @@ def test_truncated_checkpoint(runs, tmp_path):
     run = _copy_run(runs, tmp_path)
     last = run_paths(run)["last"]
     last.write_bytes(last.read_bytes()[:1000])
+    shutil.copytree(runs["report"].out_dir, tmp_path / "out")  # a full report was written here before
     report, d, page = _report(run, tmp_path)
+    assert not (tmp_path / "out" / "cka.png").exists()  # no stale figure of the earlier report stays
     assert any("corrupt or truncated" in p and "no CKA or transfer" in p for p in report.problems)
     assert "cka" not in d and "transfer" not in d
     assert {"usage", "accuracy", "curves"} <= set(report.figures)

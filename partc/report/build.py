@@ -16,10 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from partc.errors import PartError
+from partc.ir import Network
 from partc.report import figures
 from partc.report.analysis import cka_by_level, transfer
 from partc.report.evaldata import RANDOM_PROBE, EvalData, build_probes, load_test_data
+from partc.report.html import FIGURE_TEXT, render_html
 from partc.report.results import baseline_comparison, read_run_info, run_results
 from partc.report.structure import structure
 from partc.run import load_checkpoint, load_run_network, load_trained_model, run_paths
@@ -99,7 +103,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path, *, baseline: str | Pa
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     net = load_run_network(run_dir)  # no run or no spec.part: nothing to report, raises
     tasks = list(net.tasks)
-    torch_device = pick_device(device)  # the same rules as `partc train --device`
+    torch_device = pick_device(device)  # the rules of `partc train --device`; refused before anything is written
     problems: list[str] = []
 
     info, found = read_run_info(run_dir)
@@ -114,36 +118,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path, *, baseline: str | Pa
     problems += found
     data["results"], data["curves"] = results, curves
 
-    model = init_state = None
-    try:
-        _, model, state = load_trained_model(run_dir)
-        model.to(torch_device)
-        data["checkpoint"] = {"file": str(run_paths(run_dir)["last"]), "epoch": state.get("epoch")}
-    except PartError as e:
-        problems.append(f"trained weights unavailable, no CKA or transfer: {e.message}")
-    if model is not None:
-        try:
-            init_state = load_checkpoint(run_paths(run_dir)["init"], net.spec_hash)["model"]
-        except (PartError, KeyError) as e:
-            problems.append(f"initial weights unavailable, no transfer: {getattr(e, 'message', e)}")
-
-    evaluation = eval_data if eval_data is not None else load_test_data(net, data_root) if model is not None else None
-    if evaluation is not None:
-        problems += evaluation.problems
-        data["evaluation_data"] = {"source": evaluation.source,
-                                   "test_samples": {t: len(d.y) for t, d in evaluation.tests.items()}}
-        probes = build_probes(net, evaluation, size=probe_size, seed=seed)
-        if any(p.kind == RANDOM_PROBE for p in probes):
-            problems.append("CKA probe: random normal inputs for input(s) "
-                            + ", ".join(p.input for p in probes if p.kind == RANDOM_PROBE)
-                            + " (no test data); similarities describe the network, not the tasks' data")
-        data["cka"] = cka_by_level(net, model, probes, torch_device)
-        data["cka"]["mean_between_tasks"] = _cka_summary(data["cka"])
-        if init_state is not None:
-            data["transfer"] = transfer(net, model, init_state, evaluation, torch_device)
-            missing = [t for t in tasks if t not in data["transfer"]]
-            if missing:
-                problems.append(f"transfer skipped for task(s) without test data: {', '.join(missing)}")
+    _analyse(net, run_dir, data, problems, eval_data=eval_data, data_root=data_root, probe_size=probe_size,
+             device=torch_device, seed=seed)
 
     baseline_dir = _baseline_dir(run_dir, baseline, info)
     if baseline_dir is not None:
@@ -156,10 +132,42 @@ def build_report(run_dir: str | Path, out_dir: str | Path, *, baseline: str | Pa
     report.figures = _draw(data, tasks, out_dir)
     data["figures"] = {name: path.name for name, path in report.figures.items()}
     report.json.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    from partc.report.html import render_html
-
     report.html.write_text(render_html(data, report.figures), encoding="utf-8")
     return report
+
+
+def _analyse(net: Network, run_dir: Path, data: dict[str, Any], problems: list[str], *, eval_data: EvalData | None,
+             data_root: str | None, probe_size: int, device: torch.device, seed: int) -> None:
+    """The sections that need weights: CKA (last.pt + data) and transfer (also init.pt)."""
+    try:
+        _, model, state = load_trained_model(run_dir)
+    except PartError as e:
+        problems.append(f"trained weights unavailable, no CKA or transfer: {e.message}")
+        return
+    model.to(device)
+    data["checkpoint"] = {"file": str(run_paths(run_dir)["last"]), "epoch": state.get("epoch")}
+    init_state = None
+    try:
+        init_state = load_checkpoint(run_paths(run_dir)["init"], net.spec_hash)["model"]
+    except (PartError, KeyError) as e:
+        problems.append(f"initial weights unavailable, no transfer: {getattr(e, 'message', e)}")
+
+    evaluation = eval_data if eval_data is not None else load_test_data(net, data_root)
+    problems += evaluation.problems
+    data["evaluation_data"] = {"source": evaluation.source,
+                               "test_samples": {t: len(d.y) for t, d in evaluation.tests.items()}}
+    probes = build_probes(net, evaluation, size=probe_size, seed=seed)
+    random_inputs = [p.input for p in probes if p.kind == RANDOM_PROBE]
+    if random_inputs:
+        problems.append(f"CKA probe: random normal inputs for input(s) {', '.join(random_inputs)} (no test data); "
+                        "similarities describe the network, not the tasks' data")
+    data["cka"] = cka_by_level(net, model, probes, device)
+    data["cka"]["mean_between_tasks"] = _cka_summary(data["cka"])
+    if init_state is not None:
+        data["transfer"] = transfer(net, model, init_state, evaluation, device)
+        missing = [t for t in net.tasks if t not in data["transfer"]]
+        if missing:
+            problems.append(f"transfer skipped for task(s) without test data: {', '.join(missing)}")
 
 
 def _draw(data: dict[str, Any], tasks: list[str], out_dir: Path) -> dict[str, Path]:
@@ -183,4 +191,6 @@ def _draw(data: dict[str, Any], tasks: list[str], out_dir: Path) -> dict[str, Pa
     written = {}
     for name, draw in plans:
         written[name] = figures.save(draw(), out_dir / f"{name}.png")
+    for name in FIGURE_TEXT.keys() - written.keys():  # a figure of an earlier report in the same folder
+        (out_dir / f"{name}.png").unlink(missing_ok=True)
     return written
