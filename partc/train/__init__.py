@@ -10,7 +10,19 @@ no-sharing baseline), `device` and `fast` (CUDA speed settings), `flops`,
 `cli` (`partc train`).
 """
 
-from partc.train.config import TrainConfig, resolve_config
-from partc.train.runner import train
+from __future__ import annotations
 
 __all__ = ["TrainConfig", "resolve_config", "train"]
+
+
+def __getattr__(name: str):
+    # Lazy: `partc check` imports partc.train.cli to list the command, and must not pay for torch.
+    if name == "train":
+        from partc.train.runner import train
+
+        return train
+    if name in ("TrainConfig", "resolve_config"):
+        from partc.train import config
+
+        return getattr(config, name)
+    raise AttributeError(f"module 'partc.train' has no attribute '{name}'")

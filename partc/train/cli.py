@@ -16,14 +16,20 @@ def positive_int(text: str) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    # OpenMP threads that sleep instead of spinning while they wait: on a machine whose cores other
+    # processes also use, spinning threads made CPU epochs up to 10x slower (docs/train.md).
+    # Only effective before torch is first imported, which the CLI does not do earlier.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     import partc
     from partc.train import train
     from partc.train.device import cpu_threads
 
-    # One intra-op thread per CPU this process may use (torch's default can count the host's cores).
-    torch.set_num_threads(cpu_threads())
+    # torch's default thread count can exceed the CPUs a container lets this process use.
+    torch.set_num_threads(args.threads or min(cpu_threads(), torch.get_num_threads()))
     net = partc.load(args.spec)
     results = train(net, args.out, device=args.device, resume=args.resume, epochs=args.epochs, mode=args.mode,
                     data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing)
@@ -45,5 +51,7 @@ def register(subparsers) -> None:
     p.add_argument("--data-root", help="folder where relative data paths of the spec are looked up first")
     p.add_argument("--no-sharing", action="store_true",
                    help="train the no-sharing baseline: every task gets private copies of its path's segments")
+    p.add_argument("--threads", type=positive_int,
+                   help="CPU threads for torch (default: torch's choice, at most the CPUs this process may use)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, epoch lines or results table")
     p.set_defaults(func=cmd_train)
