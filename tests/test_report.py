@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from report_runs import SHARED_SPEC, make_run
 
 import partc
 from partc.cli import main
@@ -20,6 +19,7 @@ from partc.report.analysis import accuracy
 from partc.report.cka import linear_cka
 from partc.report.evaldata import RANDOM_PROBE, TEST_PROBE
 from partc.run import load_checkpoint, load_trained_model, run_paths
+from tests.report_runs import SHARED_SPEC, make_run
 
 
 @pytest.fixture(scope="module", autouse=True)
