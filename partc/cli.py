@@ -60,10 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands():
     """Commands of later stages register themselves here (compile, train, ...)."""
     from partc.export.cli import register as register_export
+    from partc.report.cli import register as register_report
     from partc.serve.cli import register as register_serve
     from partc.train.cli import register as register_train
 
-    return [register_train, register_export, register_serve]
+    return [register_train, register_export, register_serve, register_report]
 
 
 def main(argv: list[str] | None = None) -> int:

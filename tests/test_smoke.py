@@ -22,3 +22,14 @@ def test_paper_parameter_counts():
     assert {net.task_params(t) for t in net.tasks} == {44_000_778}
     per_segment = [lv.segment_params(0) for lv in net.levels]
     assert per_segment == [1920, 74112, 74112, 221952, 295680, 886272, 1181184, 3542016, 4721664]
+
+
+def test_cli_start_up_imports_no_heavy_library():
+    """`partc check` and `partc serve` start fast and run where torch is absent."""
+    import subprocess
+    import sys
+
+    code = "import sys, partc.cli; partc.cli.build_parser(); print(sorted({'torch', 'matplotlib', 'onnx'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "[]"

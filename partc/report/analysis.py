@@ -1,0 +1,116 @@
+"""Report, analyses that need weights: CKA between tasks, accuracy, transfer.
+
+`cka_by_level` runs the common probe through every task's path and compares
+the tasks' outputs at each level with linear CKA. `transfer` measures how
+much each task relies on what it shares: its test accuracy with trained
+weights versus with its shared segments put back to their initial weights
+(checkpoints/init.pt), everything else trained.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from partc.compiler.model import PartModel
+from partc.ir import Network
+from partc.report.cka import centered_gram, cka_from_grams
+from partc.report.evaldata import EvalData, Probe
+
+BATCH = 256
+
+
+@torch.no_grad()
+def level_grams(model: PartModel, x: Tensor, task: str, device: torch.device) -> dict[str, np.ndarray]:
+    """The centered Gram matrix of `task`'s output at every level, over the samples x."""
+    outputs: dict[str, list[Tensor]] = {}
+    for start in range(0, len(x), BATCH):
+        for level, h in model.features(x[start:start + BATCH].to(device), task).items():
+            outputs.setdefault(level, []).append(h.reshape(h.shape[0], -1).cpu())
+    return {level: centered_gram(torch.cat(chunks)) for level, chunks in outputs.items()}
+
+
+def cka_by_level(net: Network, model: PartModel, probes: list[Probe], device: torch.device) -> dict[str, Any]:
+    """{level: task x task CKA matrix}; pairs of tasks on different inputs are None (no common samples)."""
+    tasks = list(net.tasks)
+    levels = [lv.name for lv in net.levels]
+    matrices = {lv: [[None] * len(tasks) for _ in tasks] for lv in levels}
+    for probe in probes:
+        grams = {t: level_grams(model, probe.per_task[t], t, device) for t in probe.tasks}
+        for lv in levels:
+            values = cka_from_grams([grams[t][lv] for t in probe.tasks])
+            for a, ta in enumerate(probe.tasks):
+                for b, tb in enumerate(probe.tasks):
+                    v = values[a][b]
+                    matrices[lv][tasks.index(ta)][tasks.index(tb)] = None if math.isnan(v) else v
+    return {
+        "tasks": tasks,
+        "levels": levels,
+        "matrices": matrices,
+        "probes": [
+            {"input": p.input, "tasks": p.tasks, "kind": p.kind, "samples": p.samples, "from_tasks": p.origin}
+            for p in probes
+        ],
+    }
+
+
+@torch.no_grad()
+def accuracy(model: PartModel, task: str, x: Tensor, y: Tensor, device: torch.device) -> dict[str, float]:
+    """Top-1 and top-5 (top-k with k = min(5, classes)) of one task on labelled samples."""
+    top1 = top5 = 0
+    for start in range(0, len(y), BATCH):
+        logits = model(x[start:start + BATCH].to(device), task=task).cpu()
+        target = y[start:start + BATCH].long()
+        k = min(5, logits.shape[1])
+        best = logits.topk(k, dim=1).indices
+        top1 += int((best[:, 0] == target).sum())
+        top5 += int((best == target[:, None]).any(dim=1).sum())
+    n = len(y)
+    return {"top1": top1 / n, "top5": top5 / n, "samples": n}
+
+
+def shared_on_path(net: Network, task: str) -> list[tuple[str, int]]:
+    """The (level, index) segments on `task`'s path that another task also uses."""
+    return [(lv, i) for lv, ix in net.tasks[task].path.items() for i in ix if len(net.segment_users(lv, i)) > 1]
+
+
+def _segment_state(state: dict[str, Tensor], level: str, index: int) -> dict[str, Tensor]:
+    prefix = f"levels.{level}.{index}."
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+@torch.no_grad()
+def transfer(net: Network, model: PartModel, init_state: dict[str, Tensor], data: EvalData,
+             device: torch.device) -> dict[str, Any]:
+    """Per task: test accuracy trained, and with its shared segments reset to init.pt (the rest trained)."""
+    out = {}
+    for task in net.tasks:
+        test = data.tests.get(task)
+        if test is None:
+            continue
+        trained = accuracy(model, task, test.x, test.y, device)
+        shared = shared_on_path(net, task)
+        saved = {}
+        for lv, i in shared:
+            segment = model.segment(lv, i)
+            saved[(lv, i)] = {k: v.clone() for k, v in segment.state_dict().items()}
+            segment.load_state_dict(_segment_state(init_state, lv, i))
+        try:
+            reset = accuracy(model, task, test.x, test.y, device) if shared else trained
+        finally:
+            for (lv, i), state in saved.items():
+                model.segment(lv, i).load_state_dict(state)
+        out[task] = {
+            "shared_segments": len(shared),
+            "trained_top1": trained["top1"],
+            "reset_top1": reset["top1"],
+            "change": reset["top1"] - trained["top1"],
+            "trained_top5": trained["top5"],
+            "reset_top5": reset["top5"],
+            "samples": trained["samples"],
+        }
+    return out

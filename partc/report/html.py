@@ -1,0 +1,73 @@
+"""Report, HTML: report.json's numbers and the figures in one self-contained page.
+
+The page is rendered by jinja2 from templates/report.html.j2 (autoescaped)
+and needs nothing else: every PNG is embedded as a base64 data URI, the CSS
+is inline, there is no script and no network reference, so the file can be
+mailed or archived on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+FIGURE_TEXT = {
+    "usage": ("Segment usage", "Each cell is one segment (columns) of one level (rows). A coloured cell is private "
+              "to the task of that colour; a grey one is shared, darker with more users, and the number is how many "
+              "tasks use it. Hatched segments belong to no path."),
+    "sharing": ("Sharing between tasks", "Left: how many segments two tasks' paths have in common over all levels. "
+                "Right: Jaccard similarity of the two paths (common segments over segments in either path)."),
+    "sharing_by_level": ("Sharing per level", "Segments two tasks have in common at each level."),
+    "params": ("Parameters per task", "Parameters on each task's route, split into segments it shares, segments only it "
+               "uses, and its own stem and head. The label gives the total and the shared fraction."),
+    "accuracy": ("Test accuracy", "Top-1 (solid) and top-5 (pale) accuracy of each task on its test split."),
+    "curves": ("Learning curves", "Loss and top-1 accuracy per epoch on the training and validation splits."),
+    "cka": ("Representation similarity (linear CKA)", "Linear centered kernel alignment between every pair of tasks' "
+            "representations at the output of each level, on one common probe batch. 1: the same representation up "
+            "to rotation and scale; 0: unrelated. Grey cells: tasks on different inputs (no common samples)."),
+    "transfer": ("Transfer through shared segments", "Test top-1 of each task with its trained weights (solid) and with "
+                 "only its shared segments put back to their initial weights (pale). A large drop means the task "
+                 "relies on what it shares."),
+    "baseline": ("Against a run without sharing", "Test top-1 of each task in this run (solid) and in the baseline run "
+                 "without shared segments (pale)."),
+}
+
+
+def data_uri(png: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+
+
+def _percent(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _signed_points(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:+.1f} pt"
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}f}"
+
+
+def _significant(value: Any) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def render_html(data: dict[str, Any], figures: dict[str, Path]) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(percent=_percent, points=_signed_points, number=_number, sig=_significant)
+    shown = {
+        name: {"uri": data_uri(path), "file": path.name, "title": FIGURE_TEXT[name][0], "caption": FIGURE_TEXT[name][1]}
+        for name, path in figures.items()
+    }
+    return env.get_template("report.html.j2").render(r=data, fig=shown)

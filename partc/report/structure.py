@@ -1,0 +1,80 @@
+"""Report, structure: who uses which segment, computed from the IR alone.
+
+Everything here reads the checked network (`ir.Network`), never weights, so
+the structure part of a report exists for any run that has its spec.part.
+The numbers are the IR's own (`segment_users`, `task_params`,
+`task_shared_params`), so the report and `partc check` cannot disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from partc.ir import Network
+
+
+def segment_usage(net: Network) -> dict[str, list[list[str]]]:
+    """{level: [sorted users of segment 0, of segment 1, ...]}, in spec task order."""
+    order = list(net.tasks)
+    return {
+        lv.name: [sorted(net.segment_users(lv.name, i), key=order.index) for i in range(lv.count)]
+        for lv in net.levels
+    }
+
+
+def shared_segments(net: Network, a: str, b: str, level: str | None = None) -> int:
+    """How many segments tasks a and b both route through (at one level, or all)."""
+    levels = [level] if level else [lv.name for lv in net.levels]
+    ta, tb = net.tasks[a], net.tasks[b]
+    return sum(len(set(ta.path[lv]) & set(tb.path[lv])) for lv in levels)
+
+
+def path_jaccard(net: Network, a: str, b: str) -> float:
+    """|path a & path b| / |path a | path b| over (level, segment) pairs."""
+    pa = {(lv, i) for lv, ix in net.tasks[a].path.items() for i in ix}
+    pb = {(lv, i) for lv, ix in net.tasks[b].path.items() for i in ix}
+    union = pa | pb
+    return len(pa & pb) / len(union) if union else 0.0
+
+
+def task_param_split(net: Network, task: str) -> dict[str, int]:
+    """A task's parameters: in shared segments, in private segments, in its stem and head."""
+    t = net.tasks[task]
+    total = net.task_params(task)
+    shared = net.task_shared_params(task)
+    own = t.stem_params + t.head_params
+    return {"total": total, "shared": shared, "private_segments": total - shared - own, "stem_head": own}
+
+
+def structure(net: Network) -> dict[str, Any]:
+    """The structure section of report.json."""
+    tasks = list(net.tasks)
+    usage = segment_usage(net)
+    levels = []
+    for lv in net.levels:
+        users = usage[lv.name]
+        levels.append({
+            "name": lv.name,
+            "segments": lv.count,
+            "params_per_segment": [lv.segment_params(i) for i in range(lv.count)],
+            "users": users,
+            "used": sum(1 for u in users if u),
+            "shared": sum(1 for u in users if len(u) > 1),
+            "private": sum(1 for u in users if len(u) == 1),
+        })
+    return {
+        "network": net.name,
+        "tasks": tasks,
+        "inputs": {t: net.tasks[t].input for t in tasks},
+        "paths": {t: {lv: list(ix) for lv, ix in net.tasks[t].path.items()} for t in tasks},
+        "levels": levels,
+        "shared_segments": [[shared_segments(net, a, b) for b in tasks] for a in tasks],
+        "shared_segments_by_level": {
+            lv.name: [[shared_segments(net, a, b, lv.name) for b in tasks] for a in tasks] for lv in net.levels
+        },
+        "path_jaccard": [[path_jaccard(net, a, b) for b in tasks] for a in tasks],
+        "params": {t: task_param_split(net, t) for t in tasks},
+        "total_params": net.total_params,
+        "used_params": net.used_params,
+        "shared_params": net.shared_params,
+    }
