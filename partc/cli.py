@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands():
     """Commands of later stages register themselves here (compile, train, ...)."""
-    return []
+    from partc.codegen.cli import register as register_compile
+
+    return [register_compile]
 
 
 def main(argv: list[str] | None = None) -> int:

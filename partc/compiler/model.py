@@ -17,6 +17,7 @@ import torch.fx as fx
 from torch import Tensor, nn
 
 from partc.compiler.modules import build_sequential
+from partc.errors import PartError, SpecError, raise_collected
 from partc.ir import Network
 
 
@@ -92,10 +93,9 @@ class PartModel(nn.Module):
         unknown = set(batches) - set(tasks)
         if unknown:
             raise KeyError(f"unknown task(s) {sorted(unknown)}; tasks: {', '.join(self.task_names)}")
-        sizes = tuple(batches[t].shape[0] for t in tasks)
-        plan = self._row_plan(tuple(tasks), sizes)
         rows = [self.stems[t](batches[t]) if t in self.stems else batches[t] for t in tasks]
         h = torch.cat(rows) if len(rows) > 1 else rows[0]
+        plan = self._row_plan(tuple(tasks), tuple(r.shape[0] for r in rows), h.device)
         for level in self.net.levels:
             out = None
             for i, segment in enumerate(self.levels[level.name]):
@@ -123,11 +123,13 @@ class PartModel(nn.Module):
             logits[t] = self.heads[t](h[start:stop])
         return logits
 
-    def _row_plan(self, tasks: tuple[str, ...], sizes: tuple[int, ...]) -> dict:
-        """Which rows of the concatenated batch each segment runs on (cached per shape)."""
-        key = tasks + sizes
+    def _row_plan(self, tasks: tuple[str, ...], sizes: tuple[int, ...], device: torch.device) -> dict:
+        """Which rows of the concatenated batch each segment runs on (cached per shape and device)."""
+        key = (tasks, sizes, device)
         if key in self._row_plans:
             return self._row_plans[key]
+        if len(self._row_plans) >= 256:  # batch sizes that vary step by step must not grow it forever
+            self._row_plans.clear()
         spans, start = [], 0
         for n in sizes:
             spans.append((start, start + n))
@@ -141,14 +143,10 @@ class PartModel(nn.Module):
             elif _contiguous(present):
                 plan[(level, i)] = slice(present[0][0], present[-1][1])
             else:
-                plan[(level, i)] = torch.cat([torch.arange(a, b) for a, b in present])
+                plan[(level, i)] = torch.cat([torch.arange(a, b, device=device) for a, b in present])
         self._row_plans[key] = plan
         return plan
 
-    def _apply(self, fn, *args, **kwargs):
-        # Index tensors of cached row plans must follow the model's device.
-        self._row_plans.clear()
-        return super()._apply(fn, *args, **kwargs)
 
 
 def _contiguous(spans: list[tuple[int, int]]) -> bool:
@@ -178,6 +176,20 @@ def _task_graph(net: Network, name: str, features: bool) -> fx.Graph:
     return g
 
 
+def check_names(net: Network) -> list[PartError]:
+    """Level and task names become keys of `nn.ModuleDict`s, which refuse names of their own attributes."""
+    reserved = set(dir(nn.ModuleDict()))
+    errors: list[PartError] = []
+    named = [("level", lv.name, lv.loc) for lv in net.levels] + [("task", t.name, t.loc) for t in net.tasks.values()]
+    for kind, name, loc in named:
+        if name in reserved:
+            errors.append(SpecError(
+                f"{kind} name '{name}' cannot be compiled: torch's nn.ModuleDict uses that name itself", loc,
+                f"rename the {kind}; names torch reserves include forward, eval, train, to, keys, type"))
+    return errors
+
+
 def compile_network(net: Network) -> PartModel:
     """The compile stage's entry point."""
+    raise_collected(check_names(net))
     return PartModel(net)
