@@ -80,7 +80,7 @@ def render_model(net: Network) -> str:
     model_class = _unique(class_name(net.name), {c.name for c in classes.values()})
     parts = [_render("header.py.j2", net=net, version=__version__, spec_file=spec_file_name(net),
                      model_class=model_class, first_task=next(iter(net.tasks)))]
-    parts += [_render("segment.py.j2", cls=cls) for cls in classes.values()]
+    parts += [_render("segment.py.j2", cls=cls, max_line=MAX_LINE) for cls in classes.values()]
     stems = {}
     for name, task in net.tasks.items():
         if name in stem_groups:

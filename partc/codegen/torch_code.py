@@ -106,6 +106,31 @@ class SegmentClass:
     sizes: list[tuple[str, int]] = field(default_factory=list)  # (constructor arg, layer index)
     layers: list[tuple[str, str]] = field(default_factory=list)  # (constructor call, layer as written)
 
+    def describe(self) -> str:
+        params = self.template.params
+        return f"{self.template.name}({', '.join(params)})" if params else self.template.name
+
+    def size_notes(self) -> list[str]:
+        """What each extra size argument is, for the class docstring."""
+        notes = []
+        for name, index in self.sizes:
+            what = "shape" if name.startswith("shape_") else "width"
+            notes.append(f"{name}: the input {what} of layer {index} ({self.layers[index][0].split('(')[0]}), "
+                         "set by where the segment sits.")
+        return notes
+
+    def body(self, max_line: int) -> list[str]:
+        """The constructor calls, each with the layer as written in a comment (above it when too long)."""
+        lines = []
+        for call, written in self.layers:
+            if not written:
+                lines.append(f"{call},")
+            elif len(call) + len(written) + 16 > max_line:
+                lines += [f"# {written}", f"{call},"]
+            else:
+                lines.append(f"{call},  # {written}")
+        return lines
+
     def signature(self) -> str:
         args = (["in_channels: int"] if self.uses_in_channels else [])
         args += [f"{p}: {kind}" for p, kind in zip(self.params, self.param_types)]
@@ -130,11 +155,11 @@ def segment_class(template: ast.SegmentDef, group: SegmentGroup, name: str) -> S
     width: str | None = "in_channels"
     for index, (call, layer) in enumerate(zip(template.layers, group.layers)):
         args = _symbolic_args(call, layer, params)
-        if layer.op == "layernorm":
-            cls.sizes.append((f"shape_{index}", index))
+        if layer.op == "layernorm" and (len(layer.in_shape) > 1 or width is None):
+            cls.sizes.append((f"shape_{index}", index))  # an image's layernorm covers its height and width
             cls.layers.append((layer_code(layer, args, f"shape_{index}"), _written(call)))
             continue
-        if layer.op in ("conv", "linear", "batchnorm"):
+        if layer.op in ("conv", "linear", "batchnorm", "layernorm"):
             if width is None:  # after flatten the width depends on the input's height and width
                 width = f"size_{index}"
                 cls.sizes.append((width, index))
