@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from compiled_specs import (
+    SLOW_SPECS,
     SPECS,
     assert_rel_close,
     compiled,
@@ -26,7 +27,7 @@ from hypothesis import strategies as st
 import partc
 from partc.errors import PartError
 
-SMALL_SPECS = [p for p in SPECS if p.stem != "cifar100_part"]
+SMALL_SPECS = [p for p in SPECS if p.stem not in SLOW_SPECS]
 
 
 # ---- every task against an eager reference ----
@@ -34,12 +35,13 @@ SMALL_SPECS = [p for p in SPECS if p.stem != "cifar100_part"]
 @pytest.mark.parametrize("spec", spec_params())
 def test_task_modules_match_eager_reference(spec):
     net, model, inputs = compiled(spec)
-    outputs = task_outputs(spec)
+    outputs = task_outputs(spec)  # model(x, task=name), which runs model.task(name)
     with torch.no_grad():
         for name in net.tasks:
             expected = eager_forward(model, net, name, inputs[name])
             assert_rel_close(outputs[name], expected, 1e-6, f"{spec.stem} model(x, task={name!r})")
-            assert_rel_close(model.task(name)(inputs[name]), expected, 1e-6, f"{spec.stem} task({name!r})")
+            if spec.stem not in SLOW_SPECS:  # the same module again: worth a second on small specs only
+                assert torch.equal(model.task(name)(inputs[name]), outputs[name])
 
 
 @pytest.mark.parametrize("spec", SMALL_SPECS, ids=lambda p: p.stem)
@@ -67,11 +69,16 @@ def _ragged_batches(net, sizes=(3, 1, 5, 2, 4)):
 @pytest.mark.parametrize("spec", spec_params())
 def test_forward_all_matches_per_task(spec):
     net, model, inputs = compiled(spec)
-    batches = _ragged_batches(net) if spec.stem != "cifar100_part" else inputs
     with torch.no_grad():
+        if spec.stem in SLOW_SPECS:
+            # reuse the cached per-task outputs: in eval mode each row's logits depend on that row only
+            batches = {t: x[: 1 + k % 2] for k, (t, x) in enumerate(inputs.items())}
+            expected = {t: task_outputs(spec)[t][: len(x)] for t, x in batches.items()}
+        else:
+            batches = _ragged_batches(net)
+            expected = {t: model(x, task=t) for t, x in batches.items()}
         fused = model.forward_all(batches)
         assert list(fused) == list(net.tasks)
-        expected = task_outputs(spec) if batches is inputs else {t: model(x, task=t) for t, x in batches.items()}
         for name in net.tasks:
             assert_rel_close(fused[name], expected[name], 1e-5, f"{spec.stem} forward_all[{name}]")
 
@@ -97,25 +104,49 @@ def test_forward_all_refuses_unknown_tasks():
         model(next(iter(inputs.values())), task="nope")
 
 
+def _gradients(model, loss) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+def assert_fused_gradients_match(model, batches, labels, what: str) -> None:
+    """Gradients of the summed task losses: forward_all against one model(x, task=t) per task."""
+    fused = model.forward_all(batches)
+    fused_grads = _gradients(model, sum(F.cross_entropy(fused[t], labels[t]) for t in batches))
+    per_task_grads = _gradients(model, sum(F.cross_entropy(model(x, task=t), labels[t]) for t, x in batches.items()))
+    assert fused_grads.keys() == per_task_grads.keys(), what
+    for name, g in per_task_grads.items():
+        assert_rel_close(fused_grads[name], g, 1e-5, f"{what} grad {name}")
+
+
+def _labels(net, batches, seed=3):
+    gen = torch.Generator().manual_seed(seed)
+    return {t: torch.randint(0, net.tasks[t].classes, (x.shape[0],), generator=gen) for t, x in batches.items()}
+
+
 @pytest.mark.parametrize("spec", SMALL_SPECS, ids=lambda p: p.stem)
 def test_forward_all_gradients_match_per_task(spec):
     net, model, _ = compiled(spec)
     batches = _ragged_batches(net)
-    gen = torch.Generator().manual_seed(3)
-    labels = {t: torch.randint(0, net.tasks[t].classes, (x.shape[0],), generator=gen) for t, x in batches.items()}
+    assert_fused_gradients_match(model, batches, _labels(net, batches), spec.stem)
 
-    def grads(loss):
-        model.zero_grad(set_to_none=True)
-        loss.backward()
-        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
-    fused = model.forward_all(batches)
-    fused_grads = grads(sum(F.cross_entropy(fused[t], labels[t]) for t in batches))
-    per_task_grads = grads(sum(F.cross_entropy(model(x, task=t), labels[t]) for t, x in batches.items()))
-    model.zero_grad(set_to_none=True)
-    assert fused_grads.keys() == per_task_grads.keys()
-    for name, g in per_task_grads.items():
-        assert_rel_close(fused_grads[name], g, 1e-5, f"{spec.stem} grad {name}")
+def test_forward_all_backward_through_a_segment_every_task_uses(tmp_path):
+    """Regression: a partial segment's rows were added in place into a full segment's ReLU output."""
+    net = partc.loads("""network n {
+  input x: float[1, 4, 4]
+  segment blk(c) { conv(c, k=3, pad=1); relu }
+  level l1 = 2 x blk(2) then avgpool
+  task a { data synthetic(classes=2) path l1[0, 1] }
+  task b { data synthetic(classes=2) path l1[0] }
+}
+""", "n.part")
+    model = partc.compile(net).eval()
+    batches = {"a": torch.randn(2, 1, 4, 4), "b": torch.randn(3, 1, 4, 4)}
+    assert_fused_gradients_match(model, batches, _labels(net, batches), "n")
 
 
 @pytest.mark.gpu
@@ -229,6 +260,8 @@ def test_routing_touches_only_the_tasks_path(text):
     model = partc.compile(net)
     gen = torch.Generator().manual_seed(4)
     batches = {t: torch.randn(3, 2, 5, 5, generator=gen) for t in net.tasks}
+    model.eval()
+    assert_fused_gradients_match(model, batches, _labels(net, batches), "fused")
     for name, task in net.tasks.items():
         x = batches[name]
         # gradients: only the task's route receives any

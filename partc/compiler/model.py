@@ -97,23 +97,20 @@ class PartModel(nn.Module):
         h = torch.cat(rows) if len(rows) > 1 else rows[0]
         plan = self._row_plan(tuple(tasks), tuple(r.shape[0] for r in rows), h.device)
         for level in self.net.levels:
+            # Sum into a buffer of our own: adding in place into a segment's output would corrupt
+            # what autograd saved (a ReLU keeps its output for the backward pass).
             out = None
             for i, segment in enumerate(self.levels[level.name]):
                 rows = plan[(level.name, i)]
-                if rows is None:
+                if rows is None:  # no task in this batch routes through the segment
                     continue
-                if isinstance(rows, slice):
-                    y = segment(h[rows])
-                    if rows == plan["all"]:
-                        out = y if out is None else out + y
-                        continue
-                    if out is None:
-                        out = h.new_zeros((h.shape[0],) + y.shape[1:], dtype=y.dtype)
+                contiguous = isinstance(rows, slice)
+                y = segment(h[rows] if contiguous else h.index_select(0, rows))
+                if out is None:
+                    out = y.new_zeros((h.shape[0],) + y.shape[1:])
+                if contiguous:
                     out[rows] += y
                 else:
-                    y = segment(h.index_select(0, rows))
-                    if out is None:
-                        out = h.new_zeros((h.shape[0],) + y.shape[1:], dtype=y.dtype)
                     out.index_add_(0, rows, y)
             if level.residual:
                 out = out + h
@@ -135,7 +132,7 @@ class PartModel(nn.Module):
             spans.append((start, start + n))
             start += n
         span_of = dict(zip(tasks, spans))
-        plan: dict = {"spans": spans, "all": slice(0, start)}
+        plan: dict = {"spans": spans}
         for (level, i), users in self._segment_users.items():
             present = [span_of[t] for t in users if t in span_of]
             if not present:
@@ -146,7 +143,6 @@ class PartModel(nn.Module):
                 plan[(level, i)] = torch.cat([torch.arange(a, b, device=device) for a, b in present])
         self._row_plans[key] = plan
         return plan
-
 
 
 def _contiguous(spans: list[tuple[int, int]]) -> bool:
