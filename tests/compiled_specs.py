@@ -50,11 +50,12 @@ def task_outputs(spec: Path) -> dict[str, torch.Tensor]:
         return {t: model(inputs[t], task=t) for t in net.tasks}
 
 
-def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rel: float, what: str = "") -> None:
-    """max |actual - expected| <= rel * max |expected| (a relative bound that zeros cannot break)."""
+def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rel: float, what: str = "",
+                     floor: float = 0.0) -> None:
+    """max |actual - expected| <= rel * max(max |expected|, floor): a relative bound that zeros cannot break."""
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     err = (actual - expected).abs().max().item()
-    scale = expected.abs().max().item()
+    scale = max(expected.abs().max().item(), floor)
     assert err <= rel * max(scale, 1e-30), f"{what}: max error {err:.3g} > {rel:g} x max |expected| {scale:.3g}"
 
 

@@ -118,8 +118,11 @@ def assert_fused_gradients_match(model, batches, labels, what: str) -> None:
     fused_grads = _gradients(model, sum(F.cross_entropy(fused[t], labels[t]) for t in batches))
     per_task_grads = _gradients(model, sum(F.cross_entropy(model(x, task=t), labels[t]) for t, x in batches.items()))
     assert fused_grads.keys() == per_task_grads.keys(), what
+    # Relative to the model's largest gradient, as logits are compared relative to their largest: a conv
+    # bias before batchnorm gets a sum of terms that nearly cancel, whose rounding follows the terms.
+    floor = max(g.abs().max().item() for g in per_task_grads.values())
     for name, g in per_task_grads.items():
-        assert_rel_close(fused_grads[name], g, 1e-5, f"{what} grad {name}")
+        assert_rel_close(fused_grads[name], g, 1e-5, f"{what} grad {name}", floor=floor)
 
 
 def _labels(net, batches, seed=3):
