@@ -188,3 +188,20 @@ def test_cli_compile_missing_file_runs_as_a_module(tmp_path):
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2
     assert "none.part" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_generated_code_wraps_long_routes_and_task_lists(tmp_path):
+    tasks = "\n".join(f"  task task_number_{k} {{ data synthetic(classes=2) path random(30) }}" for k in range(30))
+    net = partc.loads(f"network wide {{\n  input x: float[1, 4, 4]\n  level l1 = 40 x conv(1, pad=1) residual"
+                      f" then avgpool\n{tasks}\n}}\n", "wide.part")
+    path = generate(net, tmp_path)[0]
+    lines = path.read_text().splitlines()
+    assert max(len(line) for line in lines) <= 120
+    assert sum(line.strip().startswith("+ seg[") for line in lines) >= 30  # every route wrapped
+    torch.manual_seed(0)
+    model = partc.compile(net).eval()
+    generated = load_generated(path, model)
+    x = torch.randn(2, 1, 4, 4)
+    with torch.no_grad():
+        for name in list(net.tasks)[::7]:
+            assert_rel_close(generated(x, task=name), model(x, task=name), 1e-6, name)

@@ -170,37 +170,32 @@ def _task_view(net: Network, name: str) -> dict:
 
 
 def _tuple_lines(name: str, items: list[str], indent: int) -> list[str]:
-    """`NAME = (a, b)` on one line, or one wrapped line of items after another."""
+    """`NAME = (a, b)` on one line, or wrapped: a line of items after another."""
     line = f"{name} = ({', '.join(items)}{',' if len(items) == 1 else ''})"
     if indent + len(line) <= MAX_LINE:
         return [line]
-    return [f"{name} = ("] + [f"    {chunk}," for chunk in _wrap_items(items, indent + 4)] + [")"]
+    return [f"{name} = ("] + [f"    {', '.join(group)}," for group in _fill_lines(items, indent + 4, ", ")] + [")"]
 
 
 def _wrap_sum(head: str, terms: list[str], tail: str, indent: int) -> list[str]:
-    """`head + a + b + ... tail` on one line, or broken before `+` when too long."""
+    """`head a + b + ... tail` on one line, or broken before a `+` when too long."""
     line = head + " + ".join(terms) + tail
     if indent + len(line) <= MAX_LINE:
         return [line]
-    opener = head if tail else head + "("
-    closer = tail if tail else ")"
-    body = _wrap_items(terms, indent + 4, sep=" + ", lead="+ ")
+    opener, closer = (head, tail) if tail else (head + "(", ")")
+    groups = _fill_lines(terms, indent + 6, " + ")
+    body = [" + ".join(groups[0])] + ["+ " + " + ".join(group) for group in groups[1:]]
     return [opener] + ["    " + b for b in body] + [closer]
 
 
-def _wrap_items(items: list[str], indent: int, sep: str = ", ", lead: str = "") -> list[str]:
-    """Greedy line filling: `items` joined by `sep`, each line under MAX_LINE."""
-    lines: list[str] = []
-    current = ""
+def _fill_lines(items: list[str], indent: int, sep: str) -> list[list[str]]:
+    """Greedy line filling: consecutive groups of `items` whose joined line stays within MAX_LINE."""
+    groups: list[list[str]] = [[]]
     for item in items:
-        piece = item if not current else current + sep + item
-        if current and indent + len(piece) > MAX_LINE:
-            lines.append(current + sep.rstrip() if not lead else current)
-            current = (lead + item) if lead else item
-        else:
-            current = piece
-    lines.append(current)
-    return lines
+        if groups[-1] and indent + len(sep.join(groups[-1] + [item])) + len(sep) > MAX_LINE:
+            groups.append([])
+        groups[-1].append(item)
+    return groups
 
 
 # ---- summary.md ----
