@@ -17,6 +17,7 @@ import torch.fx as fx
 from torch import Tensor, nn
 
 from partc.compiler.modules import build_sequential
+from partc.errors import PartError, SpecError, raise_collected
 from partc.ir import Network
 
 
@@ -92,28 +93,24 @@ class PartModel(nn.Module):
         unknown = set(batches) - set(tasks)
         if unknown:
             raise KeyError(f"unknown task(s) {sorted(unknown)}; tasks: {', '.join(self.task_names)}")
-        sizes = tuple(batches[t].shape[0] for t in tasks)
-        plan = self._row_plan(tuple(tasks), sizes, batches[tasks[0]].device)
         rows = [self.stems[t](batches[t]) if t in self.stems else batches[t] for t in tasks]
         h = torch.cat(rows) if len(rows) > 1 else rows[0]
+        plan = self._row_plan(tuple(tasks), tuple(r.shape[0] for r in rows), h.device)
         for level in self.net.levels:
+            # Sum into a buffer of our own: adding in place into a segment's output would corrupt
+            # what autograd saved (a ReLU keeps its output for the backward pass).
             out = None
             for i, segment in enumerate(self.levels[level.name]):
                 rows = plan[(level.name, i)]
-                if rows is None:
+                if rows is None:  # no task in this batch routes through the segment
                     continue
-                if isinstance(rows, slice):
-                    y = segment(h[rows])
-                    if rows == plan["all"]:
-                        out = y if out is None else out + y
-                        continue
-                    if out is None:
-                        out = h.new_zeros((h.shape[0],) + y.shape[1:], dtype=y.dtype)
+                contiguous = isinstance(rows, slice)
+                y = segment(h[rows] if contiguous else h.index_select(0, rows))
+                if out is None:
+                    out = y.new_zeros((h.shape[0],) + y.shape[1:])
+                if contiguous:
                     out[rows] += y
                 else:
-                    y = segment(h.index_select(0, rows))
-                    if out is None:
-                        out = h.new_zeros((h.shape[0],) + y.shape[1:], dtype=y.dtype)
                     out.index_add_(0, rows, y)
             if level.residual:
                 out = out + h
@@ -128,15 +125,17 @@ class PartModel(nn.Module):
 
         Index tensors live on the batch's device: CUDA index_select/index_add_ refuse CPU indices.
         """
-        key = tasks + sizes + (str(device),)
+        key = (tasks, sizes, device)
         if key in self._row_plans:
             return self._row_plans[key]
+        if len(self._row_plans) >= 256:  # batch sizes that vary step by step must not grow it forever
+            self._row_plans.clear()
         spans, start = [], 0
         for n in sizes:
             spans.append((start, start + n))
             start += n
         span_of = dict(zip(tasks, spans))
-        plan: dict = {"spans": spans, "all": slice(0, start)}
+        plan: dict = {"spans": spans}
         for (level, i), users in self._segment_users.items():
             present = [span_of[t] for t in users if t in span_of]
             if not present:
@@ -147,11 +146,6 @@ class PartModel(nn.Module):
                 plan[(level, i)] = torch.cat([torch.arange(a, b, device=device) for a, b in present])
         self._row_plans[key] = plan
         return plan
-
-    def _apply(self, fn, *args, **kwargs):
-        # Index tensors of cached row plans must follow the model's device.
-        self._row_plans.clear()
-        return super()._apply(fn, *args, **kwargs)
 
 
 def _contiguous(spans: list[tuple[int, int]]) -> bool:
@@ -181,6 +175,20 @@ def _task_graph(net: Network, name: str, features: bool) -> fx.Graph:
     return g
 
 
+def check_names(net: Network) -> list[PartError]:
+    """Level and task names become keys of `nn.ModuleDict`s, which refuse names of their own attributes."""
+    reserved = set(dir(nn.ModuleDict()))
+    errors: list[PartError] = []
+    named = [("level", lv.name, lv.loc) for lv in net.levels] + [("task", t.name, t.loc) for t in net.tasks.values()]
+    for kind, name, loc in named:
+        if name in reserved:
+            errors.append(SpecError(
+                f"{kind} name '{name}' cannot be compiled: torch's nn.ModuleDict uses that name itself", loc,
+                f"rename the {kind}; names torch reserves include forward, eval, train, to, keys, type"))
+    return errors
+
+
 def compile_network(net: Network) -> PartModel:
     """The compile stage's entry point."""
+    raise_collected(check_names(net))
     return PartModel(net)

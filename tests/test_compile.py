@@ -1,0 +1,312 @@
+"""The compile stage: PartModel's per-task modules, fused forward, parameter sharing.
+
+Every task module is checked against an eager computation written from the
+IR (tests/compiled_specs.py), the fused forward against the per-task ones,
+and routing against random small specs (hypothesis).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tests.compiled_specs import (
+    SLOW_SPECS,
+    SPECS,
+    assert_rel_close,
+    compiled,
+    eager_forward,
+    spec_params,
+    task_outputs,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import partc
+from partc.errors import PartError
+
+SMALL_SPECS = [p for p in SPECS if p.stem not in SLOW_SPECS]
+
+
+# ---- every task against an eager reference ----
+
+@pytest.mark.parametrize("spec", spec_params())
+def test_task_modules_match_eager_reference(spec):
+    net, model, inputs = compiled(spec)
+    outputs = task_outputs(spec)  # model(x, task=name), which runs model.task(name)
+    with torch.no_grad():
+        for name in net.tasks:
+            expected = eager_forward(model, net, name, inputs[name])
+            assert_rel_close(outputs[name], expected, 1e-6, f"{spec.stem} model(x, task={name!r})")
+            if spec.stem not in SLOW_SPECS:  # the same module again: worth a second on small specs only
+                assert torch.equal(model.task(name)(inputs[name]), outputs[name])
+
+
+@pytest.mark.parametrize("spec", SMALL_SPECS, ids=lambda p: p.stem)
+def test_features_are_each_levels_output(spec):
+    net, model, inputs = compiled(spec)
+    with torch.no_grad():
+        for name in net.tasks:
+            expected: dict = {}
+            eager_forward(model, net, name, inputs[name], features=expected)
+            got = model.features(inputs[name], name)
+            assert list(got) == [lv.name for lv in net.levels]
+            for level, h in got.items():
+                assert_rel_close(h, expected[level], 1e-6, f"{spec.stem} {name} {level}")
+
+
+# ---- the fused forward ----
+
+def _ragged_batches(net, sizes=(3, 1, 5, 2, 4)):
+    """Different batch sizes per task, one of them a batch of one."""
+    gen = torch.Generator().manual_seed(2)
+    return {name: torch.randn(sizes[k % len(sizes)], *net.inputs[t.input].shape, generator=gen)
+            for k, (name, t) in enumerate(net.tasks.items())}
+
+
+@pytest.mark.parametrize("spec", spec_params())
+def test_forward_all_matches_per_task(spec):
+    net, model, inputs = compiled(spec)
+    with torch.no_grad():
+        if spec.stem in SLOW_SPECS:
+            # reuse the cached per-task outputs: in eval mode each row's logits depend on that row only
+            batches = {t: x[: 1 + k % 2] for k, (t, x) in enumerate(inputs.items())}
+            expected = {t: task_outputs(spec)[t][: len(x)] for t, x in batches.items()}
+        else:
+            batches = _ragged_batches(net)
+            expected = {t: model(x, task=t) for t, x in batches.items()}
+        fused = model.forward_all(batches)
+        assert list(fused) == list(net.tasks)
+        for name in net.tasks:
+            assert_rel_close(fused[name], expected[name], 1e-5, f"{spec.stem} forward_all[{name}]")
+
+
+@pytest.mark.parametrize("spec", SMALL_SPECS, ids=lambda p: p.stem)
+def test_forward_all_with_a_subset_of_tasks(spec):
+    net, model, _ = compiled(spec)
+    batches = _ragged_batches(net)
+    names = list(net.tasks)
+    with torch.no_grad():
+        for subset in (names[1:], names[::2], [names[-1]]):
+            fused = model.forward_all({t: batches[t] for t in reversed(subset)})
+            assert set(fused) == set(subset)
+            for name in subset:
+                assert_rel_close(fused[name], model(batches[name], task=name), 1e-5, f"{spec.stem} {subset} {name}")
+
+
+def test_forward_all_refuses_unknown_tasks():
+    net, model, inputs = compiled(SMALL_SPECS[0])
+    with pytest.raises(KeyError, match="nope"):
+        model.forward_all({"nope": next(iter(inputs.values()))})
+    with pytest.raises(KeyError, match="unknown task 'nope'"):
+        model(next(iter(inputs.values())), task="nope")
+
+
+def _gradients(model, loss) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+def assert_fused_gradients_match(model, batches, labels, what: str) -> None:
+    """Gradients of the summed task losses: forward_all against one model(x, task=t) per task."""
+    fused = model.forward_all(batches)
+    fused_grads = _gradients(model, sum(F.cross_entropy(fused[t], labels[t]) for t in batches))
+    per_task_grads = _gradients(model, sum(F.cross_entropy(model(x, task=t), labels[t]) for t, x in batches.items()))
+    assert fused_grads.keys() == per_task_grads.keys(), what
+    # Relative to the model's largest gradient, as logits are compared relative to their largest: a conv
+    # bias before batchnorm gets a sum of terms that nearly cancel, whose rounding follows the terms.
+    floor = max(g.abs().max().item() for g in per_task_grads.values())
+    for name, g in per_task_grads.items():
+        assert_rel_close(fused_grads[name], g, 1e-5, f"{what} grad {name}", floor=floor)
+
+
+def _labels(net, batches, seed=3):
+    gen = torch.Generator().manual_seed(seed)
+    return {t: torch.randint(0, net.tasks[t].classes, (x.shape[0],), generator=gen) for t, x in batches.items()}
+
+
+@pytest.mark.parametrize("spec", SMALL_SPECS, ids=lambda p: p.stem)
+def test_forward_all_gradients_match_per_task(spec):
+    net, model, _ = compiled(spec)
+    batches = _ragged_batches(net)
+    assert_fused_gradients_match(model, batches, _labels(net, batches), spec.stem)
+
+
+def test_forward_all_backward_through_a_segment_every_task_uses(tmp_path):
+    """Regression: a partial segment's rows were added in place into a full segment's ReLU output."""
+    net = partc.loads("""network n {
+  input x: float[1, 4, 4]
+  segment blk(c) { conv(c, k=3, pad=1); relu }
+  level l1 = 2 x blk(2) then avgpool
+  task a { data synthetic(classes=2) path l1[0, 1] }
+  task b { data synthetic(classes=2) path l1[0] }
+}
+""", "n.part")
+    model = partc.compile(net).eval()
+    batches = {"a": torch.randn(2, 1, 4, 4), "b": torch.randn(3, 1, 4, 4)}
+    assert_fused_gradients_match(model, batches, _labels(net, batches), "n")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_forward_all_on_gpu():
+    net, model, _ = compiled(SMALL_SPECS[0])
+    batches = _ragged_batches(net)
+    gpu_model = partc.compile(net).eval()
+    gpu_model.load_state_dict(model.state_dict())
+    gpu_model.cuda()
+    with torch.no_grad():
+        fused = gpu_model.forward_all({t: x.cuda() for t, x in batches.items()})
+        for name, x in batches.items():
+            assert_rel_close(fused[name].cpu(), model(x, task=name), 1e-4, f"cuda forward_all[{name}]")
+
+
+# ---- parameters: counts agree with the IR, and are shared by reference ----
+
+@pytest.mark.parametrize("spec", spec_params())
+def test_parameter_counts_match_the_ir(spec):
+    net, model, _ = compiled(spec)
+    count = lambda params: sum(p.numel() for p in params)  # noqa: E731
+    for level in net.levels:
+        for i in range(level.count):
+            assert count(model.segment(level.name, i).parameters()) == level.segment_params(i), (level.name, i)
+    for name in net.tasks:
+        assert count(model.task_parameters(name)) == net.task_params(name), name
+        assert count(model.task(name).parameters()) == net.task_params(name), name
+    assert count(model.parameters()) == net.total_params
+
+
+@pytest.mark.parametrize("spec", SMALL_SPECS, ids=lambda p: p.stem)
+def test_task_modules_share_parameters_by_reference(spec):
+    net, model, inputs = compiled(spec)
+    model_ptrs = {p.data_ptr() for p in model.parameters()}
+    for name in net.tasks:
+        module = model.task(name)
+        task_ptrs = {p.data_ptr() for p in module.parameters()}
+        assert task_ptrs == {p.data_ptr() for p in model.task_parameters(name)}
+        assert task_ptrs <= model_ptrs
+    name = next(iter(net.tasks))
+    level = net.levels[0]
+    weight = model.segment(level.name, net.tasks[name].path[level.name][0])[0].weight
+    with torch.no_grad():
+        before = model.task(name)(inputs[name])
+        saved = weight.clone()
+        weight.mul_(-2.0)
+        after = model.task(name)(inputs[name])
+        weight.copy_(saved)
+    assert not torch.equal(before, after), "changing the model's weight must change the task module's output"
+
+
+def test_reserved_names_are_a_spec_error(tmp_path):
+    spec = tmp_path / "bad.part"
+    spec.write_text("""network bad {
+  input x: float[1, 4, 4]
+  level forward = 2 x conv(2, pad=1) then avgpool
+  task eval { data synthetic(classes=2) path random(1) }
+}
+""")
+    net = partc.load(spec)
+    with pytest.raises(PartError) as info:
+        partc.compile(net)
+    text = info.value.render()
+    assert "bad.part:3:3: error: level name 'forward' cannot be compiled" in text
+    assert "task name 'eval' cannot be compiled" in text
+
+
+# ---- routing properties over random small specs ----
+
+@st.composite
+def small_specs(draw):
+    """Spec text: 1-3 levels of M=2..4 segments, random widths, residual or not, 2-3 tasks."""
+    n_levels = draw(st.integers(1, 3))
+    lines = ["network prop {", "  input x: float[2, 5, 5]", f"  seed {draw(st.integers(0, 10_000))}",
+             "  segment blk(c) { conv(c, k=3, pad=1); batchnorm; relu }"]
+    counts, channels = [], 2
+    for k in range(n_levels):
+        m = draw(st.integers(2, 4))
+        residual = draw(st.booleans())
+        width = channels if residual else draw(st.integers(1, 5))
+        then = " then relu, avgpool" if k == n_levels - 1 else draw(st.sampled_from(["", " then relu"]))
+        lines.append(f"  level l{k} = {m} x blk({width}){' residual' if residual else ''}{then}")
+        counts.append(m)
+        channels = width
+    for t in range(draw(st.integers(2, 3))):
+        items = []
+        for k, m in enumerate(counts):
+            if draw(st.booleans()):
+                indices = draw(st.lists(st.integers(0, m - 1), min_size=1, max_size=m, unique=True))
+                items.append(f"l{k}[{', '.join(map(str, indices))}]")
+            else:
+                items.append(f"l{k} random({draw(st.integers(1, m))})")
+        lines.append(f"  task t{t} {{ data synthetic(classes={draw(st.integers(2, 4))}) path {' '.join(items)} }}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _perturb(segment: torch.nn.Module) -> None:
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in segment.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_specs())
+def test_routing_touches_only_the_tasks_path(text):
+    net = partc.loads(text, "prop.part")
+    torch.manual_seed(0)
+    model = partc.compile(net)
+    gen = torch.Generator().manual_seed(4)
+    batches = {t: torch.randn(3, 2, 5, 5, generator=gen) for t in net.tasks}
+    model.eval()
+    assert_fused_gradients_match(model, batches, _labels(net, batches), "fused")
+    for name, task in net.tasks.items():
+        x = batches[name]
+        # gradients: only the task's route receives any
+        model.train()
+        model.zero_grad(set_to_none=True)
+        model(x, task=name).square().mean().backward()
+        on_route = {id(p) for p in model.task_parameters(name)}
+        for pname, p in model.named_parameters():
+            if id(p) not in on_route:
+                assert p.grad is None or not p.grad.any(), f"{name}: off-route {pname} got a gradient"
+        model.eval()
+        for level in net.levels:
+            for i in range(level.count):
+                with torch.no_grad():
+                    before = model(x, task=name)
+                    before_fused = model.forward_all(batches)[name]
+                    saved = {k: v.clone() for k, v in model.segment(level.name, i).state_dict().items()}
+                    _perturb(model.segment(level.name, i))
+                    after = model(x, task=name)
+                    after_fused = model.forward_all(batches)[name]
+                    model.segment(level.name, i).load_state_dict(saved)
+                if i in task.path[level.name]:
+                    assert not torch.equal(before, after), f"{name}: perturbing on-path {level.name}[{i}] changed nothing"
+                else:
+                    assert torch.equal(before, after), f"{name}: perturbing off-path {level.name}[{i}] changed it"
+                    assert torch.equal(before_fused, after_fused), f"{name}: fused output moved with {level.name}[{i}]"
+
+
+# ---- torch.compile ----
+
+@pytest.mark.slow
+@pytest.mark.skipif(not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")),
+                    reason="torch.compile's inductor backend needs a C++ compiler on CPU")
+def test_torch_compile_matches_eager():
+    spec = next(p for p in SPECS if p.stem == "split_digits")
+    net, model, _ = compiled(spec)
+    batches = _ragged_batches(net)
+    name = next(iter(net.tasks))
+    with torch.no_grad():
+        compiled_task = torch.compile(model.task(name), backend="inductor")
+        assert_rel_close(compiled_task(batches[name]), model(batches[name], task=name), 1e-5, "compiled task")
+        compiled_all = torch.compile(model.forward_all, backend="inductor")
+        fused, expected = compiled_all(batches), model.forward_all(batches)
+        for t in net.tasks:
+            assert_rel_close(fused[t], expected[t], 1e-5, f"compiled forward_all[{t}]")
