@@ -5,7 +5,11 @@
 calls only its task's modules, which it shares with the model by reference.
 `forward_all` runs a whole multi-task step segment-major: every segment runs
 once over the rows of all tasks routed through it (gather, run, scatter-add,
-as mixture-of-experts layers dispatch).
+as mixture-of-experts layers dispatch). In train mode a shared segment's
+BatchNorm layers normalise each task's rows with that task's own batch
+statistics by default (`batchnorm="per_task"`), so the fused step computes
+what one forward per task would; `batchnorm="joint"` normalises all the rows
+together.
 """
 
 from __future__ import annotations
@@ -21,12 +25,22 @@ from partc.errors import PartError, SpecError, raise_collected
 from partc.ir import Network
 
 
-class PartModel(nn.Module):
-    """All segments, stems and heads of a network, and its task routes."""
+BATCHNORM_MODES = ("per_task", "joint")
 
-    def __init__(self, net: Network):
+
+class PartModel(nn.Module):
+    """All segments, stems and heads of a network, and its task routes.
+
+    `batchnorm` says how `forward_all` in train mode runs a BatchNorm layer of a segment that
+    several tasks' rows pass through: "per_task" (each task's rows with their own batch statistics,
+    running statistics updated task by task, as the per-task forwards would) or "joint" (one batch
+    statistic over all the rows, which couples the tasks). Per-task forwards and eval mode ignore it.
+    """
+
+    def __init__(self, net: Network, batchnorm: str = "per_task"):
         super().__init__()
         self.net = net
+        self.batchnorm = batchnorm
         self.task_names = list(net.tasks)
         self.levels = nn.ModuleDict()
         self.posts = nn.ModuleDict()  # each level's parameter-free `then` ops
@@ -49,6 +63,16 @@ class PartModel(nn.Module):
         # Not registered as submodules: they share this model's modules by reference.
         self._task_modules: dict[tuple[str, bool], fx.GraphModule] = {}
         self._row_plans: dict[tuple[int, ...], dict] = {}
+
+    @property
+    def batchnorm(self) -> str:
+        return self._batchnorm
+
+    @batchnorm.setter
+    def batchnorm(self, mode: str) -> None:
+        if mode not in BATCHNORM_MODES:
+            raise ValueError(f"batchnorm must be one of {', '.join(BATCHNORM_MODES)}, got {mode!r}")
+        self._batchnorm = mode
 
     # ---- look-ups ----
     def segment(self, level: str, index: int) -> nn.Module:
@@ -101,11 +125,11 @@ class PartModel(nn.Module):
             # what autograd saved (a ReLU keeps its output for the backward pass).
             out = None
             for i, segment in enumerate(self.levels[level.name]):
-                rows = plan[(level.name, i)]
+                rows, sizes = plan[(level.name, i)]
                 if rows is None:  # no task in this batch routes through the segment
                     continue
                 contiguous = isinstance(rows, slice)
-                y = segment(h[rows] if contiguous else h.index_select(0, rows))
+                y = self._run_segment(segment, h[rows] if contiguous else h.index_select(0, rows), sizes)
                 if out is None:
                     out = y.new_zeros((h.shape[0],) + y.shape[1:])
                 if contiguous:
@@ -120,10 +144,28 @@ class PartModel(nn.Module):
             logits[t] = self.heads[t](h[start:stop])
         return logits
 
-    def _row_plan(self, tasks: tuple[str, ...], sizes: tuple[int, ...], device: torch.device) -> dict:
-        """Which rows of the concatenated batch each segment runs on (cached per shape and device).
+    def _run_segment(self, segment: nn.Sequential, x: Tensor, sizes: tuple[int, ...]) -> Tensor:
+        """One segment over the rows of its tasks (`sizes`: each task's row count, in row order).
 
-        Index tensors live on the batch's device: CUDA index_select/index_add_ refuse CPU indices.
+        With per-task BatchNorm in train mode, each BatchNorm layer runs once per task chunk ("ghost
+        batch norm"): every task is normalised by its own batch statistics, and calling the layer
+        itself chunk by chunk, in task order, updates the running statistics (and a batch of one
+        fails) exactly as one forward per task would. Every other layer runs on all the rows at once.
+        """
+        if not (self.training and self.batchnorm == "per_task" and len(sizes) > 1):
+            return segment(x)
+        for layer in segment:
+            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                x = torch.cat([layer(chunk) for chunk in x.split(sizes)])
+            else:
+                x = layer(x)
+        return x
+
+    def _row_plan(self, tasks: tuple[str, ...], sizes: tuple[int, ...], device: torch.device) -> dict:
+        """Which rows of the concatenated batch each segment runs on, and each task's count of
+        them in that order (cached per shape and device).
+
+        Gathered rows keep the tasks' order, so a segment's rows are its tasks' spans end to end. Index tensors live on the batch's device: CUDA index_select/index_add_ refuse CPU indices.
         """
         key = (tasks, sizes, device)
         if key in self._row_plans:
@@ -138,12 +180,13 @@ class PartModel(nn.Module):
         plan: dict = {"spans": spans}
         for (level, i), users in self._segment_users.items():
             present = [span_of[t] for t in users if t in span_of]
+            sizes = tuple(b - a for a, b in present)
             if not present:
-                plan[(level, i)] = None
+                plan[(level, i)] = (None, sizes)
             elif _contiguous(present):
-                plan[(level, i)] = slice(present[0][0], present[-1][1])
+                plan[(level, i)] = (slice(present[0][0], present[-1][1]), sizes)
             else:
-                plan[(level, i)] = torch.cat([torch.arange(a, b, device=device) for a, b in present])
+                plan[(level, i)] = (torch.cat([torch.arange(a, b, device=device) for a, b in present]), sizes)
         self._row_plans[key] = plan
         return plan
 
@@ -188,7 +231,7 @@ def check_names(net: Network) -> list[PartError]:
     return errors
 
 
-def compile_network(net: Network) -> PartModel:
-    """The compile stage's entry point."""
+def compile_network(net: Network, *, batchnorm: str = "per_task") -> PartModel:
+    """The compile stage's entry point; `batchnorm`: see `PartModel`."""
     raise_collected(check_names(net))
-    return PartModel(net)
+    return PartModel(net, batchnorm)

@@ -32,6 +32,10 @@ TRAIN_SETTINGS: dict[str, tuple[Any, str]] = {
         "step([epochs...], gamma=0.5), cosine or constant",
     ),
     "mode": (lambda v: isinstance(v, ast.Ref) and v.name in ("fused", "interleaved"), "fused or interleaved"),
+    "batchnorm": (
+        lambda v: isinstance(v, ast.Ref) and v.name in ("per_task", "joint"),
+        "per_task (each task's own batch statistics in a shared segment) or joint (fused mode)",
+    ),
     "steps_per_task": (lambda v: isinstance(v, int) and v > 0, "a positive integer (interleaved mode)"),
     "epoch_policy": (
         lambda v: isinstance(v, ast.Ref) and v.name in ("largest", "smallest"),
@@ -47,6 +51,7 @@ TRAIN_EXAMPLES = {
     "optimizer": "optimizer adam(lr=1e-3)",
     "schedule": "schedule step([20, 30, 40], gamma=0.5)",
     "mode": "mode fused",
+    "batchnorm": "batchnorm per_task",
     "steps_per_task": "steps_per_task 10",
     "epoch_policy": "epoch_policy largest",
     "seed": "seed 0",

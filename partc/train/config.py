@@ -43,6 +43,7 @@ class TrainConfig:
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
     mode: str = "fused"  # fused | interleaved
+    batchnorm: str = "per_task"  # per_task | joint: BatchNorm statistics of a shared segment in fused mode
     steps_per_task: int = 10
     epoch_policy: str = "largest"  # largest | smallest
     seed: int = 0
@@ -68,6 +69,7 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
         d["milestones"] = tuple(d.get("milestones", ()))
+        d.setdefault("batchnorm", "joint")  # runs saved before the setting existed trained with joint statistics
         return cls(**d)
 
 
@@ -86,6 +88,7 @@ def resolve_config(net: Network, *, epochs: int | None = None, mode: str | None 
         milestones=milestones,
         gamma=gamma,
         mode=mode if mode is not None else t.get("mode", "fused"),
+        batchnorm=t.get("batchnorm", "per_task"),
         steps_per_task=t.get("steps_per_task", 10),
         epoch_policy=t.get("epoch_policy", "largest"),
         seed=t.get("seed", net.seed),
@@ -94,6 +97,8 @@ def resolve_config(net: Network, *, epochs: int | None = None, mode: str | None 
         raise SpecError(f"epochs must be at least 1, got {cfg.epochs}")
     if cfg.mode not in ("fused", "interleaved"):
         raise SpecError(f"unknown training mode '{cfg.mode}'", hint="fused or interleaved")
+    if cfg.batchnorm not in ("per_task", "joint"):
+        raise SpecError(f"unknown batchnorm setting '{cfg.batchnorm}'", hint="per_task or joint")
     return cfg
 
 

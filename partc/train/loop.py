@@ -4,8 +4,11 @@ fused (default): every step takes one batch of every task, runs them
 together through `PartModel.forward_all` (each segment once over the rows
 of all its tasks), sums the task losses times each task's `weight`, and
 takes one step of one optimizer over every parameter on some task's route.
-A shared segment's gradient is the sum of its tasks' gradients, and its
-BatchNorm normalises over the rows of all of them.
+A shared segment's gradient is the sum of its tasks' gradients. Its
+BatchNorm normalises each task's rows with that task's own batch statistics
+(`batchnorm per_task`, the default: the step computes what one forward per
+task would, and no task's loss reaches another's private segments), or all
+the rows together (`batchnorm joint`).
 
 interleaved (the paper's schedule): runs of `steps_per_task` steps of one
 task at a time (`model(x, task=t)`), each step taken by that task's own

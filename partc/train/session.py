@@ -70,7 +70,7 @@ class Trainer:
         self.classes = {t: net.tasks[t].classes for t in self.tasks}
         self.weights = {t: net.tasks[t].weight for t in self.tasks}
         torch.manual_seed(cfg.seed)  # initial weights: the same for the same spec and seed
-        self.model = runtime.prepare_model(compile_network(net))
+        self.model = runtime.prepare_model(compile_network(net, batchnorm=cfg.batchnorm))
         options = runtime.optimizer_options()
         if cfg.mode == "fused":
             on_route = {id(p) for t in self.tasks for p in self.model.task_parameters(t)}
