@@ -29,13 +29,16 @@ def load(path: str | Path) -> Network:
     return loads(read_spec(path), str(path))
 
 
-def compile(net: Network | str | Path):  # noqa: A001 - the pipeline's name for this stage
-    """Compile a checked network (or a spec path) into a `torch.nn.Module`."""
+def compile(net: Network | str | Path, *, batchnorm: str = "per_task"):  # noqa: A001 - the pipeline's name
+    """Compile a checked network (or a spec path) into a `torch.nn.Module`.
+
+    `batchnorm` ("per_task" or "joint"): how the fused forward's BatchNorm treats a segment shared by
+    several tasks in train mode (see `PartModel`)."""
     from partc.compiler import compile_network
 
     if not isinstance(net, Network):
         net = load(net)
-    return compile_network(net)
+    return compile_network(net, batchnorm=batchnorm)
 
 
 __all__ = ["Network", "PartError", "__version__", "compile", "load", "loads", "parse"]

@@ -152,6 +152,125 @@ def test_forward_all_backward_through_a_segment_every_task_uses(tmp_path):
     assert_fused_gradients_match(model, batches, _labels(net, batches), "n")
 
 
+# ---- train mode: per-task BatchNorm statistics in the fused forward ----
+
+# Gathered (non-contiguous) rows: l1[0] runs tasks a and c, l1[1] task b; 1-d BatchNorm after flatten.
+BN_SPEC = """network bn {
+  input x: float[2, 6, 6]
+  segment blk(c) { conv(c, k=3, pad=1); batchnorm; relu }
+  segment fc(n) { linear(n); batchnorm; relu }
+  level l1 = 3 x blk(4)
+  level l2 = 3 x blk(4) residual then avgpool, flatten
+  level l3 = 3 x fc(5)
+  task a { data synthetic(classes=2) path l1[0] l2[0, 1] l3[0, 1] }
+  task b { data synthetic(classes=3) path l1[1] l2[1, 2] l3[1] }
+  task c { data synthetic(classes=2) path l1[0, 2] l2[0, 2] l3[0, 1, 2] }
+}
+"""
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny batches: one thread is fastest, and on a busy machine many times faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _train_copy(net, model, batchnorm="per_task"):
+    """A fresh model with `model`'s state, in train mode with dropout off (so outputs are deterministic)."""
+    copy = partc.compile(net)
+    copy.load_state_dict(model.state_dict())
+    copy.batchnorm = batchnorm
+    copy.train()
+    for m in copy.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.eval()
+    return copy
+
+
+def _train_cases():
+    bn = partc.loads(BN_SPEC, "bn.part")
+    torch.manual_seed(0)
+    cases = [("bn", bn, partc.compile(bn), sizes) for sizes in ((3, 2, 5), (4, 4, 4), (2, 6, 3))]
+    for spec in SMALL_SPECS:
+        net, model, _ = compiled(spec)
+        cases += [(spec.stem, net, model, (3, 2, 5, 4, 6)), (spec.stem, net, model, (4,) * 5)]
+    return [pytest.param(*c, id=f"{c[0]}-{'-'.join(map(str, c[3]))}") for c in cases]
+
+
+def _batches(net, sizes):
+    gen = torch.Generator().manual_seed(2)
+    return {name: torch.randn(sizes[k % len(sizes)], *net.inputs[t.input].shape, generator=gen)
+            for k, (name, t) in enumerate(net.tasks.items())}
+
+
+@pytest.mark.parametrize(("name", "net", "model", "sizes"), _train_cases())
+@pytest.mark.usefixtures("one_thread")
+def test_train_mode_forward_all_matches_per_task_forwards(name, net, model, sizes):
+    """Logits and every BatchNorm buffer (running mean/var, batches tracked) after one fused call equal
+    those after one forward per task, in task order, on a fresh copy."""
+    batches = _batches(net, sizes)
+    fused_model, task_model = _train_copy(net, model), _train_copy(net, model)
+    fused = fused_model.forward_all(batches)
+    expected = {t: task_model(batches[t], task=t) for t in task_model.task_names}
+    for t in net.tasks:
+        assert_rel_close(fused[t], expected[t], 1e-5, f"{name} train forward_all[{t}]")
+    buffers = dict(task_model.named_buffers())
+    assert buffers and buffers.keys() == dict(fused_model.named_buffers()).keys()
+    for key, value in fused_model.named_buffers():
+        if value.is_floating_point():
+            assert_rel_close(value, buffers[key], 1e-5, f"{name} {key}")
+        else:
+            assert torch.equal(value, buffers[key]), key
+    moved = [k for k, v in buffers.items() if k.endswith("running_mean") and v.abs().sum() > 0]
+    assert moved, "the running statistics must have been updated"
+
+
+@pytest.mark.parametrize(("name", "net", "model", "sizes"), _train_cases())
+@pytest.mark.usefixtures("one_thread")
+def test_train_mode_fused_gradients_match_per_task(name, net, model, sizes):
+    batches = _batches(net, sizes)
+    assert_fused_gradients_match(_train_copy(net, model), batches, _labels(net, batches), f"{name} train")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_mode_batch_of_one_fails_as_the_per_task_forward_does():
+    """A 1-d BatchNorm cannot normalise one sample in train mode: the fused forward refuses the batch
+    just as the task's own forward does (a 2-d one normalises over the pixels, so one sample is fine)."""
+    net = partc.loads(BN_SPEC, "bn.part")
+    model = partc.compile(net).train()
+    batches = _batches(net, (3, 1, 4))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        model(batches["b"], task="b")
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        model.forward_all(batches)
+    with torch.no_grad():  # eval mode: running statistics, any batch size
+        model.eval()
+        fused = model.forward_all(batches)
+        assert_rel_close(fused["b"], model(batches["b"], task="b"), 1e-5, "eval, batch of one")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_joint_batchnorm_normalises_all_rows_together():
+    """The old behaviour, kept as an option: one batch statistic over every task's rows of a segment."""
+    net = partc.loads(BN_SPEC, "bn.part")
+    torch.manual_seed(0)
+    model = partc.compile(net, batchnorm="joint")
+    assert model.batchnorm == "joint" and partc.compile(net).batchnorm == "per_task"
+    batches = _batches(net, (3, 2, 5))
+    joint = _train_copy(net, model, "joint").forward_all(batches)
+    per_task = _train_copy(net, model).forward_all(batches)
+    alone = _train_copy(net, model)
+    for t in ("a", "c"):  # they share l1[0], so joint statistics mix their rows
+        expected = alone(batches[t], task=t)
+        assert_rel_close(per_task[t], expected, 1e-5, t)
+        assert (joint[t] - expected).abs().max() > 1e-3, t
+    with pytest.raises(ValueError, match="per_task, joint"):
+        model.batchnorm = "shared"
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_forward_all_on_gpu():
