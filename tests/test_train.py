@@ -14,6 +14,7 @@ from partc.data.load import load_all
 from partc.errors import CheckpointError, SpecError, TrainError
 from partc.run import load_checkpoint, load_trained_model, read_metrics, run_paths
 from partc.train import resolve_config, train
+from partc.train.config import TrainConfig
 from partc.train.device import Runtime
 from partc.train.progress import Progress
 from partc.train.sampling import TaskStream, interleaved_schedule, steps_per_epoch, task_batch_sizes
@@ -149,16 +150,46 @@ def test_fused_gradient_of_one_task_never_reaches_another_tasks_private_segments
             assert reached == (owner == source), (source, owner)
 
 
-def test_fused_batchnorm_couples_tasks_through_shared_statistics(tiny):
-    """Documented: a shared segment's BatchNorm normalises over every task's rows, so another task's
-    loss reaches a private segment through those batch statistics (not through its weights)."""
-    net, data = tiny
+def _batchnorm_reach(net, data, batchnorm: str) -> bool:
+    """Whether task b's loss, in one fused train-mode forward, gives a gradient to task a's private
+    segment l1[0] (l1[1], which a and b share, holds BatchNorm: the only way b could reach it)."""
     trainer = Trainer(net, resolve_config(net), CPU, data)
+    assert trainer.model.batchnorm == "per_task"  # the default
+    trainer.model.batchnorm = batchnorm
+    trainer.model.train()
     batches = {t: feed.next() for t, feed in trainer.feeds.items()}
     logits = trainer.model.forward_all({t: x for t, (x, _) in batches.items()})
     loss_b = torch.nn.functional.cross_entropy(logits["b"], batches["b"][1])
     grad = torch.autograd.grad(loss_b, list(trainer.model.segment("l1", 0).parameters()), allow_unused=True)
-    assert any(g is not None and bool(g.abs().sum() > 0) for g in grad)
+    return any(g is not None and bool(g.abs().sum() > 0) for g in grad)
+
+
+def test_fused_per_task_batchnorm_keeps_private_segments_isolated(tiny):
+    """With per-task statistics (the default), another task's loss gives exactly zero gradient to a
+    private segment: the PaRT isolation holds in the fused step too."""
+    net, data = tiny
+    assert not _batchnorm_reach(net, data, "per_task")
+
+
+def test_fused_joint_batchnorm_couples_tasks_through_shared_statistics(tiny):
+    """Documented: with `batchnorm joint`, a shared segment's BatchNorm normalises over every task's
+    rows, so another task's loss reaches a private segment through those statistics."""
+    net, data = tiny
+    assert _batchnorm_reach(net, data, "joint")
+
+
+def test_batchnorm_setting_reaches_the_model(tiny):
+    net, data = tiny
+    joint = partc.loads(TINY.replace("schedule cosine", "schedule cosine; batchnorm joint"), "tiny.part")
+    assert resolve_config(net).batchnorm == "per_task"
+    assert resolve_config(joint).batchnorm == "joint"
+    assert Trainer(joint, resolve_config(joint), CPU, data).model.batchnorm == "joint"
+    # a checkpoint from before the setting existed resumes as it was trained: joint statistics
+    saved = resolve_config(net).to_dict()
+    del saved["batchnorm"]
+    assert TrainConfig.from_dict(saved).batchnorm == "joint"
+    with pytest.raises(SpecError, match="train setting 'batchnorm' must be per_task"):
+        partc.loads(TINY.replace("schedule cosine", "schedule cosine; batchnorm shared"), "tiny.part")
 
 
 def test_interleaved_step_of_one_task_leaves_other_tasks_bit_identical(tiny):
