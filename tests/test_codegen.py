@@ -10,11 +10,11 @@ import sys
 
 import pytest
 import torch
-from tests.compiled_specs import ROOT, SPECS, assert_rel_close, compiled, spec_params, task_outputs
 
 import partc
 from partc.cli import main
 from partc.codegen import generate
+from tests.compiled_specs import ROOT, SPECS, assert_rel_close, compiled, spec_params, task_outputs
 
 FILES = ["model.py", "graph.dot", "summary.md"]
 

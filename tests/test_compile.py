@@ -12,6 +12,11 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import partc
+from partc.errors import PartError
 from tests.compiled_specs import (
     SLOW_SPECS,
     SPECS,
@@ -21,11 +26,6 @@ from tests.compiled_specs import (
     spec_params,
     task_outputs,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-import partc
-from partc.errors import PartError
 
 SMALL_SPECS = [p for p in SPECS if p.stem not in SLOW_SPECS]
 

@@ -59,6 +59,29 @@ def test_private_and_share_hold_on_random_draws(seed):
     assert all(len(t.path["l1"]) == (3 if n in ("d", "e") else 2) for n, t in net.tasks.items())
 
 
+SHARE_OF_FOUR = """
+network four {
+  input x: float[4]
+  seed SEED
+  level l1 = 12 x linear(4)
+  level l2 = 12 x linear(4)
+  task a { data synthetic(classes=2) path random(2) }
+  task b { data synthetic(classes=2) path random(2) }
+  task c { data synthetic(classes=2) path random(2) }
+  task d { data synthetic(classes=2) path random(2) }
+  share a, b, c, d
+}
+"""
+
+
+@pytest.mark.parametrize("seed", range(0, 60, 7))
+def test_a_share_of_four_tasks_gets_one_segment_common_to_all(seed):
+    net = partc.loads(SHARE_OF_FOUR.replace("SEED", str(seed)), "four")
+    for level in ("l1", "l2"):
+        common = set.intersection(*(set(t.path[level]) for t in net.tasks.values()))
+        assert common, (level, {n: t.path[level] for n, t in net.tasks.items()})
+
+
 def test_the_constraints_are_what_steers_the_draws():
     """Without the constraints, the same seeds break them: the test above is not vacuous."""
     free = CONSTRAINED.replace("private a at l1", "").replace("share b, c at l1..l2", "")

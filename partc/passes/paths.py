@@ -146,11 +146,13 @@ def _draw_level(net: Network, level: str, count: int, random_draws: dict[tuple[s
         for tasks in shares:
             if name not in tasks:
                 continue
-            partners = segments_of(p for p in tasks if p != name)
-            if partners and not partners & set(chosen):
-                best = next((i for i in ranking if i in partners), None)
-                if best is not None:
-                    chosen[-1] = best
+            # The partners placed so far have a common segment (by induction); take one of those,
+            # so that a share of three or more tasks ends with a segment common to all of them.
+            placed = [fixed.get(p, set()) | drawn.get(p, set()) for p in tasks if p != name]
+            placed = [segs for segs in placed if segs]
+            common = set.intersection(*placed) if placed else set()
+            if common and not common & set(chosen):
+                chosen[-1] = next(i for i in ranking if i in common)
         drawn[name] = set(chosen)
         net.tasks[name].path[level] = tuple(sorted(chosen))
 
