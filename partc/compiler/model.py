@@ -24,7 +24,6 @@ from partc.compiler.modules import build_sequential
 from partc.errors import PartError, SpecError, raise_collected
 from partc.ir import Network
 
-
 BATCHNORM_MODES = ("per_task", "joint")
 
 
@@ -162,10 +161,11 @@ class PartModel(nn.Module):
         return x
 
     def _row_plan(self, tasks: tuple[str, ...], sizes: tuple[int, ...], device: torch.device) -> dict:
-        """Which rows of the concatenated batch each segment runs on, and each task's count of
-        them in that order (cached per shape and device).
+        """Which rows of the concatenated batch each segment runs on, and how many of them each of
+        its tasks owns, in row order (cached per shape and device).
 
-        Gathered rows keep the tasks' order, so a segment's rows are its tasks' spans end to end. Index tensors live on the batch's device: CUDA index_select/index_add_ refuse CPU indices.
+        Gathered rows keep the tasks' order, so a segment's rows are its tasks' spans end to end.
+        Index tensors live on the batch's device: CUDA index_select/index_add_ refuse CPU indices.
         """
         key = (tasks, sizes, device)
         if key in self._row_plans:
