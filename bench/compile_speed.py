@@ -6,7 +6,9 @@ Part 1 times each step on a generated spec (bench/large_spec.py): `partc.load`,
 `partc.compile`, `model.task(t)` for every task (the fx modules), and codegen
 (`generate` into a temporary folder). Part 2 times one multi-task step on
 specs/split_digits.part, batch 32 per task: `forward_all` against a loop of
-`model(x, task=t)`, in eval and train mode, forward only and forward+backward.
+`model(x, task=t)`, in eval and train mode, forward only and forward+backward;
+then the cost of per-task BatchNorm statistics in the fused train step
+(`batchnorm per_task`, the default) against one statistic over all rows (`joint`).
 Each figure is the median of --runs after warm-up, the two ways measured in
 alternation so that drift in machine load hits both alike.
 """
@@ -111,6 +113,31 @@ def fused_vs_loop(args) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def batchnorm_cost(args) -> list[tuple[str, str, str, str]]:
+    """Fused train-mode step on split_digits with per-task BatchNorm statistics against joint ones."""
+    net = partc.load(ROOT / "specs" / "split_digits.part")
+    torch.manual_seed(0)
+    model = partc.compile(net).train()
+    batches = {t: torch.randn(args.batch, *net.inputs[task.input].shape) for t, task in net.tasks.items()}
+
+    def fused(batchnorm: str, backward: bool):
+        def run():
+            model.batchnorm = batchnorm
+            if not backward:
+                with torch.no_grad():
+                    return model.forward_all(batches)
+            model.zero_grad(set_to_none=True)
+            sum(y.square().mean() for y in model.forward_all(batches).values()).backward()
+        return run
+
+    rows = []
+    for backward in (False, True):
+        per_task, joint = alternate(fused("per_task", backward), fused("joint", backward), args.runs)
+        name = f"split_digits, 5 tasks x {args.batch}, train {'forward+backward' if backward else 'forward'}"
+        rows.append((name, f"{per_task * 1e3:.1f}", f"{joint * 1e3:.1f}", f"{per_task / joint:.2f}"))
+    return rows
+
+
 def table(header, rows) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
@@ -137,6 +164,9 @@ def main() -> None:
     print(f"\nforward_all against a loop of model(x, task=t): median ms of {args.runs} runs (3 for the large "
           "spec);\nratio = loop / fused, above 1: fused is faster")
     print(table(["case", "forward_all", "loop", "ratio"], fused_vs_loop(args) + large_forward))
+    print(f"\nforward_all in train mode, BatchNorm statistics per task against joint: median ms of {args.runs} runs;"
+          "\nratio = per_task / joint, the cost of per-task statistics")
+    print(table(["case", "per_task", "joint", "ratio"], batchnorm_cost(args)))
 
 
 if __name__ == "__main__":
