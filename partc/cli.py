@@ -14,6 +14,21 @@ from partc.errors import PartError
 EXIT_USER_ERROR = 2
 
 
+def int_at_least(minimum: int, why: str = ""):
+    """An argparse type: a whole number >= minimum, with a clear message otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected at least {minimum}{why}, got {value}")
+        return value
+
+    return parse
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     import partc
     from partc.summary import dump, summary

@@ -12,15 +12,7 @@ import argparse
 import sys
 import time
 
-
-def probe_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"CKA needs at least 2 samples, got {value}")
-    return value
+from partc.cli import int_at_least
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -50,7 +42,7 @@ def register(subparsers) -> None:
                    "(default: run.json's \"baseline\")")
     p.add_argument("--data-root", metavar="DIR", help="where relative data paths of the spec are found "
                    "(default: as the data stage resolves them)")
-    p.add_argument("--probe-size", type=probe_size, default=256, metavar="N",
+    p.add_argument("--probe-size", type=int_at_least(2, " (CKA needs at least 2 samples)"), default=256, metavar="N",
                    help="samples in the common CKA probe batch per input (default 256)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
                    help="torch device for the evaluations: cpu (default), cuda, auto (cuda when available)")

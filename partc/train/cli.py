@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+from partc.cli import int_at_least
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -46,12 +38,12 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto (default): cuda when available, else cpu")
-    p.add_argument("--epochs", type=positive_int, help="override the spec's epochs (with --resume: train longer)")
+    p.add_argument("--epochs", type=int_at_least(1), help="override the spec's epochs (with --resume: train longer)")
     p.add_argument("--mode", choices=["fused", "interleaved"], help="override the spec's training mode")
     p.add_argument("--data-root", help="folder where relative data paths of the spec are looked up first")
     p.add_argument("--no-sharing", action="store_true",
                    help="train the no-sharing baseline: every task gets private copies of its path's segments")
-    p.add_argument("--threads", type=positive_int,
+    p.add_argument("--threads", type=int_at_least(1),
                    help="CPU threads for torch (default: torch's choice, at most the CPUs this process may use)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, epoch lines or results table")
     p.set_defaults(func=cmd_train)
