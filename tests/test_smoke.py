@@ -33,3 +33,13 @@ def test_cli_start_up_imports_no_heavy_library():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_checkers_reserved_names_cover_the_installed_torch():
+    """partc check refuses names nn.ModuleDict uses, from a torch-free list kept in step with torch."""
+    from torch import nn
+
+    from partc.passes.resolve import TORCH_RESERVED
+
+    public = {n for n in dir(nn.ModuleDict()) if not n.startswith("_")}
+    assert public <= TORCH_RESERVED, sorted(public - TORCH_RESERVED)

@@ -21,7 +21,6 @@ import torch.fx as fx
 from torch import Tensor, nn
 
 from partc.compiler.modules import build_sequential
-from partc.errors import PartError, SpecError, raise_collected
 from partc.ir import Network
 
 BATCHNORM_MODES = ("per_task", "joint")
@@ -218,20 +217,6 @@ def _task_graph(net: Network, name: str, features: bool) -> fx.Graph:
     return g
 
 
-def check_names(net: Network) -> list[PartError]:
-    """Level and task names become keys of `nn.ModuleDict`s, which refuse names of their own attributes."""
-    reserved = set(dir(nn.ModuleDict()))
-    errors: list[PartError] = []
-    named = [("level", lv.name, lv.loc) for lv in net.levels] + [("task", t.name, t.loc) for t in net.tasks.values()]
-    for kind, name, loc in named:
-        if name in reserved:
-            errors.append(SpecError(
-                f"{kind} name '{name}' cannot be compiled: torch's nn.ModuleDict uses that name itself", loc,
-                f"rename the {kind}; names torch reserves include forward, eval, train, to, keys, type"))
-    return errors
-
-
 def compile_network(net: Network, *, batchnorm: str = "per_task") -> PartModel:
     """The compile stage's entry point; `batchnorm`: see `PartModel`."""
-    raise_collected(check_names(net))
     return PartModel(net, batchnorm)

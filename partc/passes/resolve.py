@@ -19,6 +19,29 @@ from partc.layers import PRIMITIVES, bind_args, show_value, signature
 DTYPES = ("float",)
 MAX_SEGMENTS = 10_000  # per level
 
+# Level and task names become keys of torch's nn.ModuleDict, which refuses its own attribute
+# names. Kept here, torch-free, so `partc check` catches them; tests/test_smoke.py checks the
+# set against the installed torch, and compile checks the live list again.
+TORCH_RESERVED = frozenset("""
+T_destination add_module apply bfloat16 buffers call_super_init children clear compile cpu cuda
+double dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter
+get_submodule half ipu items keys load_state_dict modules mtia named_buffers named_children
+named_modules named_parameters parameters pop register_backward_hook register_buffer
+register_forward_hook register_forward_pre_hook register_full_backward_hook
+register_full_backward_pre_hook register_load_state_dict_post_hook register_load_state_dict_pre_hook
+register_module register_parameter register_state_dict_post_hook register_state_dict_pre_hook
+requires_grad_ set_extra_state set_submodule share_memory state_dict to to_empty train training
+type update values xpu zero_grad
+""".split())
+
+
+def reserved_name_error(kind: str, name: str, loc: Location) -> SpecError | None:
+    if name in TORCH_RESERVED or name.startswith("_"):
+        return SpecError(f"{kind} name '{name}' is reserved: PyTorch modules use it themselves", loc,
+                         f"rename the {kind} (names torch reserves include forward, eval, to, keys, type; "
+                         "names may not start with '_')")
+    return None
+
 # train-block settings: name -> (check, what is valid)
 TRAIN_SETTINGS: dict[str, tuple[Any, str]] = {
     "epochs": (lambda v: isinstance(v, int) and v > 0, "a positive integer"),
@@ -155,6 +178,9 @@ def resolve(tree: ast.Network) -> tuple[Network, list[PartError]]:
                 f"give each level its own name; the first '{lvl.name}' is on line {seen_levels[lvl.name].loc.line}")
             continue
         seen_levels[lvl.name] = lvl
+        reserved = reserved_name_error("level", lvl.name, lvl.loc)
+        if reserved:
+            errors.append(reserved)
         groups = []
         for group in lvl.groups:
             if group.count < 1:
@@ -183,6 +209,9 @@ def resolve(tree: ast.Network) -> tuple[Network, list[PartError]]:
             err(f"task '{t.name}' is declared twice", t.loc,
                 f"give each task its own name; the first '{t.name}' is on line {tasks[t.name].loc.line}")
             continue
+        reserved = reserved_name_error("task", t.name, t.loc)
+        if reserved:
+            errors.append(reserved)
         task_input = next(iter(inputs), "")
         if t.input is not None:
             name, loc = t.input
