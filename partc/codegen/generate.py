@@ -20,7 +20,6 @@ from pathlib import Path
 import jinja2
 
 from partc.codegen.torch_code import SegmentClass, class_key, class_name, concrete_layers, segment_class
-from partc.errors import raise_collected
 from partc.ir import Network, SegmentGroup
 from partc.language import ast, parse
 from partc.layers import PRIMITIVES
@@ -47,10 +46,7 @@ def _render(template: str, **context) -> str:
 
 def generate(net: Network, out_dir: str | Path) -> list[Path]:
     """Write `out_dir/<network>/{model.py, graph.dot, summary.md}`; return their paths."""
-    from partc.compiler.model import check_names
     from partc.dot import to_dot
-
-    raise_collected(check_names(net))  # the generated model keys its ModuleDicts by the same names
 
     folder = Path(out_dir) / net.name
     folder.mkdir(parents=True, exist_ok=True)
