@@ -172,7 +172,7 @@ def test_cli_compile_defaults_to_generated_in_the_current_directory(tmp_path, mo
 @pytest.mark.parametrize("text, message", [
     ("network n { input x: float[1, 4, 4] level l1 = 2 x conv(2) task t { path random(1) }", "bad.part:1:"),
     ("network n {\n input x: float[1, 4, 4]\n level keys = 2 x conv(2)\n"
-     " task t { data synthetic(classes=2) path random(1) }\n}\n", "level name 'keys' cannot be compiled"),
+     " task t { data synthetic(classes=2) path random(1) }\n}\n", "level name 'keys' is reserved"),
 ])
 def test_cli_compile_reports_a_bad_spec_with_exit_code_2(tmp_path, capsys, text, message):
     spec = tmp_path / "bad.part"
