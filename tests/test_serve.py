@@ -84,6 +84,17 @@ def test_predict_cli_npy_and_image_with_clean_stderr(digits, tmp_path):
     assert sum(e["probability"] for e in npy) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_predict_warns_about_inputs_outside_the_raw_scale(mixed, tmp_path, capsys):
+    _, export_dir, _ = mixed
+    np.save(tmp_path / "raw.npy", np.full((1, 8, 8), 16, np.float32))  # digits saved without / 16
+    np.save(tmp_path / "scaled.npy", np.full((1, 8, 8), 1.0, np.float32))
+    assert main(["predict", str(export_dir), "--task", "low", str(tmp_path / "raw.npy")]) == 0
+    assert "has values in [16, 16]; partc expects raw values in [0, 1]" in capsys.readouterr().err
+    assert main(["predict", str(export_dir), "--task", "low", str(tmp_path / "scaled.npy")]) == 0
+    assert main(["predict", str(export_dir), "--task", "low", "--normalized", str(tmp_path / "raw.npy")]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_predict_cli_table_and_user_errors(mixed, tmp_path, capsys):
     _, export_dir, _ = mixed
     Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(tmp_path / "photo.jpg")

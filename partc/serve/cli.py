@@ -20,6 +20,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     batches = [(path, read_input(path, model.info.input_shape, invert=args.invert)) for path in args.inputs]
     results = []
     for path, batch in batches:
+        if not args.normalized and (batch.min() < -0.01 or batch.max() > 1.01):
+            # A common slip: raw digits (0..16) or 8-bit pixels (0..255) saved as .npy.
+            print(f"warning: '{path}' has values in [{batch.min():.3g}, {batch.max():.3g}]; partc expects raw "
+                  "values in [0, 1] (digits / 16, pixels / 255), or --normalized for normalised inputs",
+                  file=sys.stderr)
         logits = model.predict(batch, normalized=args.normalized)
         for i, top in enumerate(model.top_k(logits, args.top)):
             name = path if len(batch) == 1 else f"{path}[{i}]"
@@ -80,7 +85,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "predict", help="classify .npy arrays or images with an exported task (ONNX Runtime)",
         description="Run an exported task on inputs and print the top-k labels with softmax probabilities. "
-                    "Inputs are raw values in [0, 1] (images: pixels / 255), normalised with the file's mean/std.",
+                    "Inputs are raw values in [0, 1] (images: pixels / 255), normalised with the file's mean/std; "
+                    "values outside [0, 1] draw a warning.",
     )
     p.add_argument("model", metavar="DIR_OR_ONNX", help="the 'partc export' folder (plain or triton) or one .onnx file")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help=".npy (one sample or a batch) or image files")
