@@ -31,12 +31,15 @@ COMMON_OPTIONS = {
     "val": "validation fraction of the training part (default 0.1)",
     "test": "test fraction where the source has no test split (default 0.2)",
     "augment": "true: random crop (padding 4) and horizontal flip on training images",
+    "perspective": "with augment=true: random perspective of this distortion scale, p=0.5 (default 0: off)",
     "normalize": "true (default): per-task mean/std normalisation",
     "limit": "use at most this many training samples (quick runs)",
 }
 
 # Defaults the loaders use for options a spec leaves out.
-OPTION_DEFAULTS: dict[str, Any] = {"val": 0.1, "test": 0.2, "augment": False, "normalize": True, "limit": None}
+OPTION_DEFAULTS: dict[str, Any] = {
+    "val": 0.1, "test": 0.2, "augment": False, "perspective": 0.0, "normalize": True, "limit": None,
+}
 
 
 def _is_int(v: Any) -> bool:
@@ -52,6 +55,7 @@ OPTION_VALUES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "val": (lambda v: _is_number(v) and 0 <= v < 1, "a fraction in [0, 1), e.g. val=0.1"),
     "test": (lambda v: _is_number(v) and 0 <= v < 1, "a fraction in [0, 1), e.g. test=0.2"),
     "augment": (lambda v: isinstance(v, bool), "true or false"),
+    "perspective": (lambda v: _is_number(v) and 0 <= v < 1, "a distortion scale in [0, 1), e.g. perspective=0.5"),
     "normalize": (lambda v: isinstance(v, bool), "true or false"),
     "limit": (lambda v: _is_int(v) and v > 0, "a positive number of training samples, e.g. limit=500"),
     "size": (

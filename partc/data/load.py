@@ -37,7 +37,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from partc.data.augment import PERSPECTIVE_P
 from partc.data.augment import augment_batch as _augment_batch
+from partc.data.augment import perspective_batch as _perspective_batch
 from partc.data.catalog import OPTION_DEFAULTS, check_option
 from partc.data.cifar import read_cifar
 from partc.data.raw import RawData, folder_classes, make_synthetic, read_digits, read_image_folder, read_npz
@@ -64,6 +66,7 @@ class TaskData:
     std: list[float]
     augment: bool  # the spec asks for augment_batch on training batches
     input_shape: tuple[int, ...] = field(default=())
+    perspective: float = 0.0  # distortion scale of augment_batch's random perspective (0: none)
 
     @property
     def classes(self) -> int:
@@ -75,8 +78,15 @@ class TaskData:
         return [(0.0 - m) / s for m, s in zip(self.mean, self.std, strict=True)]
 
     def augment_batch(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Random crop (padding 4) and horizontal flip of a (B, C, H, W) batch; see `partc.data.augment`."""
-        return _augment_batch(x, generator, fill=self.pad_value)
+        """Random crop (padding 4), horizontal flip, then random perspective when asked; see `partc.data.augment`.
+
+        The paper's order (torchvision's RandomCrop, RandomHorizontalFlip,
+        RandomPerspective); every draw comes from `generator`.
+        """
+        out = _augment_batch(x, generator, fill=self.pad_value)
+        if self.perspective > 0:
+            out = _perspective_batch(out, generator, self.perspective, p=PERSPECTIVE_P, fill=self.pad_value)
+        return out
 
 
 def load_task_data(net: Network, task: str, *, data_root: str | Path | None = None) -> TaskData:
@@ -129,6 +139,8 @@ class _Loader:
         if opts["augment"] and len(shape) != 3:
             raise DataError(f"augment=true needs image input [C, H, W], but task '{name}' reads "
                             f"input '{task.input}' of shape {_fmt(shape)}", spec.loc, "drop augment=true")
+        if opts["perspective"] and not opts["augment"]:
+            raise DataError("perspective= applies only with augment=true", spec.loc, "add augment=true")
         raw = self.raw(task, spec, opts, shape)
         _check_shape(raw.x.shape[1:], shape, task, spec)
         ids, labels = _class_ids(task, raw.names, spec)
@@ -172,7 +184,7 @@ class _Loader:
             task=name, source=spec.source,
             train=split(train_x, y), val=split(val_x, val_y), test=split(test_x, test_y),
             labels=labels, mean=[float(m) for m in mean], std=[float(s) for s in std],
-            augment=bool(opts["augment"]), input_shape=shape,
+            augment=bool(opts["augment"]), input_shape=shape, perspective=float(opts["perspective"]),
         )
 
     def raw(self, task: Task, spec: DataSpec, opts: dict[str, Any], shape: tuple[int, ...]) -> RawData:

@@ -362,8 +362,13 @@ def _resolve_data(t: ast.TaskDef, errors: list[PartError]) -> tuple[DataSpec | N
             return None, []
         problem = check_option(key, kw[key])
         if problem:
-            errors.append(SpecError(f"data source '{source.name}': {problem}", arg.loc))
+            doc = COMMON_OPTIONS.get(key)
+            errors.append(SpecError(f"data source '{source.name}': {problem}", arg.loc, f"{key}: {doc}" if doc else ""))
             return None, []
+    if kw.get("perspective") and not kw.get("augment"):
+        errors.append(SpecError(f"data source '{source.name}': perspective= applies only with augment=true",
+                                call.keywords()["perspective"].loc, "add augment=true"))
+        return None, []
     for name, value in zip(source.positional, pos, strict=False):
         if not isinstance(value, str):
             errors.append(SpecError(f"the {name} of {source.name} must be a \"string\"", call.loc, f"usage: {usage}"))
