@@ -46,3 +46,18 @@ def in_root(monkeypatch):
     """Run the test from the repository root, so spec paths print relative."""
     monkeypatch.chdir(ROOT)
     return ROOT
+
+
+# Trained-and-exported runs shared by the export and serve tests (made once per session).
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory):
+    from tests.export_helpers import exported_run
+
+    return exported_run("split_digits", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def mixed(tmp_path_factory):
+    from tests.export_helpers import exported_run
+
+    return exported_run("mixed_inputs", tmp_path_factory, layout="triton")

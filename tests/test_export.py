@@ -19,19 +19,9 @@ from partc.errors import CheckpointError, ExportError
 from partc.export import export_tasks
 from partc.export.metadata import KEYS
 from partc.run import load_checkpoint, load_trained_model, run_paths, save_checkpoint
-from tests.export_helpers import SPECS, exported_run
+from tests.export_helpers import SPECS
 
 FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return exported_run("split_digits", tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def mixed(tmp_path_factory):
-    return exported_run("mixed_inputs", tmp_path_factory, layout="triton")
 
 
 def route_layers(net, task):

@@ -24,21 +24,11 @@ from partc.serve.app import create_app
 from partc.serve.inputs import read_input
 from partc.serve.models import load_models, load_task
 from partc.serve.runtime import cuda_possible
-from tests.export_helpers import ROOT, exported_run
+from tests.export_helpers import ROOT
 
 with warnings.catch_warnings():  # Starlette 1.0 warns its TestClient will move to httpx2; httpx is installed
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return exported_run("split_digits", tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def mixed(tmp_path_factory):
-    return exported_run("mixed_inputs", tmp_path_factory, layout="triton")
 
 
 def _run(*argv: str, **kwargs) -> subprocess.CompletedProcess:
