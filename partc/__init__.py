@@ -12,21 +12,9 @@ from pathlib import Path
 
 from partc.errors import PartError
 from partc.ir import Network
-from partc.language import parse, read_spec
-
-__version__ = "0.1.0"
-
-
-def loads(text: str, file: str = "<spec>") -> Network:
-    """Parse and check spec text."""
-    from partc.passes import check
-
-    return check(parse(text, file))
-
-
-def load(path: str | Path) -> Network:
-    """Read, parse and check a spec file: the checked network (IR)."""
-    return loads(read_spec(path), str(path))
+from partc.language import parse
+from partc.spec import load, loads
+from partc.version import __version__
 
 
 def compile(net: Network | str | Path, *, batchnorm: str = "per_task"):  # noqa: A001 - the pipeline's name

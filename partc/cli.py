@@ -10,23 +10,9 @@ import argparse
 import sys
 
 from partc.errors import PartError
+from partc.version import __version__
 
 EXIT_USER_ERROR = 2
-
-
-def int_at_least(minimum: int, why: str = ""):
-    """An argparse type: a whole number >= minimum, with a clear message otherwise."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected at least {minimum}{why}, got {value}")
-        return value
-
-    return parse
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -49,8 +35,6 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from partc import __version__
-
     parser = argparse.ArgumentParser(
         prog="partc", description="Compile, train, export and serve PaRT multi-task networks from .part specs."
     )

@@ -103,7 +103,7 @@ def epoch_checkpoint(run_dir: str | Path, epoch: int) -> Path:
 
 def load_run_network(run_dir: str | Path):
     """The checked network of a run, from the spec text saved in it."""
-    import partc
+    from partc.spec import loads
 
     paths = run_paths(run_dir)
     if not Path(run_dir).is_dir():
@@ -111,7 +111,7 @@ def load_run_network(run_dir: str | Path):
                               hint="pass the --out folder of a 'partc train' run")
     if not paths["spec"].is_file():
         raise CheckpointError(f"'{run_dir}' is not a partc run: spec.part is missing")
-    return partc.loads(paths["spec"].read_text(encoding="utf-8"), str(paths["spec"]))
+    return loads(paths["spec"].read_text(encoding="utf-8"), str(paths["spec"]))
 
 
 def load_trained_model(source: str | Path, *, checkpoint: str = "last"):
@@ -119,7 +119,7 @@ def load_trained_model(source: str | Path, *, checkpoint: str = "last"):
 
     A checkpoint file is looked up in its run directory (its grandparent) for the spec.
     """
-    import partc
+    from partc.compiler import compile_network
 
     source = Path(source)
     if source.is_file():
@@ -129,7 +129,7 @@ def load_trained_model(source: str | Path, *, checkpoint: str = "last"):
         ckpt_path = run_paths(run_dir)["last"] if checkpoint == "last" else Path(checkpoint)
     net = load_run_network(run_dir)
     state = load_checkpoint(ckpt_path, net.spec_hash)
-    model = partc.compile(net)
+    model = compile_network(net)
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as e:

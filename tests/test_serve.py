@@ -20,10 +20,10 @@ from PIL import Image
 
 from partc.cli import main
 from partc.errors import DataError, ExportError
+from partc.onnxrt import cuda_possible
 from partc.serve.app import create_app
 from partc.serve.inputs import read_input
 from partc.serve.models import load_models, load_task
-from partc.serve.runtime import cuda_possible
 from tests.export_helpers import ROOT
 
 with warnings.catch_warnings():  # Starlette 1.0 warns its TestClient will move to httpx2; httpx is installed

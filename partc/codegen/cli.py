@@ -6,10 +6,10 @@ import argparse
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    import partc
     from partc.codegen import generate
+    from partc.spec import load
 
-    net = partc.load(args.spec)
+    net = load(args.spec)
     for path in generate(net, args.output):
         print(path)
     return 0

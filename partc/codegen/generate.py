@@ -23,6 +23,7 @@ from partc.codegen.torch_code import SegmentClass, class_key, class_name, concre
 from partc.ir import Network, SegmentGroup
 from partc.language import ast, parse
 from partc.layers import PRIMITIVES
+from partc.version import __version__
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_LINE = 110  # longer generated expressions are wrapped
@@ -68,8 +69,6 @@ def spec_file_name(net: Network) -> str:
 
 def render_model(net: Network) -> str:
     """The source of `model.py`: header, segment classes, model class with one forward per task."""
-    from partc import __version__
-
     tree = parse(net.source, net.file)  # the templates as written: the IR keeps only their bound layers
     stem_groups = _stem_groups(net, tree)
     classes = _segment_classes(net, tree, stem_groups)
@@ -197,7 +196,6 @@ def _fill_lines(items: list[str], indent: int, sep: str) -> list[list[str]]:
 # ---- summary.md ----
 
 def render_summary(net: Network) -> str:
-    from partc import __version__
     from partc.summary import summary
 
     spec_file = spec_file_name(net)

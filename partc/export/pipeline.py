@@ -20,6 +20,7 @@ from partc.export.onnx_export import to_onnx
 from partc.export.source import load_source
 from partc.export.triton import LAYOUTS, config_pbtxt, labels_txt, model_path
 from partc.export.verify import WeightAudit, audit_weights, check_onnx, compare_with_torch
+from partc.version import __version__
 
 TOLERANCE = 1e-4  # max |ONNX Runtime - torch| in fp32
 
@@ -38,7 +39,6 @@ def export_tasks(source: str | Path, out_dir: str | Path, *, tasks: list[str] | 
                  opset: int = NATIVE_OPSET, layout: str = "plain", max_batch: int = 64, fold: bool = True,
                  tolerance: float = TOLERANCE, log: Callable[[str], None] | None = None) -> list[TaskExport]:
     """Export `tasks` (all by default) of a run directory, checkpoint or spec into `out_dir`."""
-    from partc import __version__
     from partc.run import atomic_write_bytes, atomic_write_text
 
     if layout not in LAYOUTS:
@@ -90,7 +90,7 @@ def export_tasks(source: str | Path, out_dir: str | Path, *, tasks: list[str] | 
 
 
 def _verify_in_runtime(data: bytes, module, info: TaskInfo) -> float:
-    from partc.serve.runtime import open_session
+    from partc.onnxrt import open_session
 
     session = open_session(data, device="cpu")
     return compare_with_torch(session, module, info.input_shape, info.input_name)

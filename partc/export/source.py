@@ -28,14 +28,15 @@ def load_source(source: str | Path) -> ExportSource:
     """A run directory, a checkpoint file (.pt) inside one, or a .part spec."""
     import torch
 
-    import partc
+    from partc.compiler import compile_network
+    from partc.spec import load
 
     path = Path(source)
     if path.suffix == ".part":
-        net = partc.load(path)
+        net = load(path)
         with torch.random.fork_rng():  # the same untrained weights on every call; the caller's RNG untouched
             torch.manual_seed(net.seed)
-            model = partc.compile(net).eval()
+            model = compile_network(net).eval()
         stats = {name: {"labels": list(t.labels)} for name, t in net.tasks.items()}
         return ExportSource(net, model, _per_channel(net, stats), f"untrained (random init, seed {net.seed})")
     if not path.exists():

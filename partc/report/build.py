@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from partc.devices import pick_device
 from partc.errors import PartError
 from partc.ir import Network
 from partc.report import figures
@@ -27,7 +28,6 @@ from partc.report.html import FIGURE_TEXT, render_html
 from partc.report.results import baseline_comparison, read_run_info, run_results
 from partc.report.structure import structure
 from partc.run import load_checkpoint, load_run_network, load_trained_model, run_paths
-from partc.train.device import pick_device
 
 REPORT_FORMAT = "partc-report/1"
 

@@ -12,14 +12,15 @@ import argparse
 import sys
 import time
 
-from partc.cli import int_at_least
+from partc.argtypes import int_at_least
+from partc.devices import DEVICE_CHOICES
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     import torch
 
+    from partc.devices import cpu_threads
     from partc.report import build_report
-    from partc.train.device import cpu_threads
 
     torch.set_num_threads(cpu_threads())  # as `partc train`: the CPUs this process may use
     start = time.perf_counter()
@@ -44,6 +45,6 @@ def register(subparsers) -> None:
                    "(default: as the data stage resolves them)")
     p.add_argument("--probe-size", type=int_at_least(2, " (CKA needs at least 2 samples)"), default=256, metavar="N",
                    help="samples in the common CKA probe batch per input (default 256)")
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="cpu",
                    help="torch device for the evaluations: cpu (default), cuda, auto (cuda when available)")
     p.set_defaults(func=cmd_report)

@@ -8,6 +8,5 @@ needs only onnxruntime, numpy, pillow, starlette and uvicorn. This file
 imports nothing at all, so the CLI can register its commands cheaply.
 """
 
-DEVICES = ("auto", "cpu", "cuda")  # --device choices: auto is CUDA when usable, else the CPU
 DEFAULT_MAX_BODY = 16 * 1024 * 1024  # bytes of a request body partc serve accepts
 DEFAULT_TOP = 5  # labels per sample in predictions

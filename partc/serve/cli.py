@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from partc.serve import DEFAULT_MAX_BODY, DEFAULT_TOP, DEVICES
+from partc.devices import DEVICE_CHOICES
+from partc.serve import DEFAULT_MAX_BODY, DEFAULT_TOP
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -95,7 +96,7 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--normalized", action="store_true", help="inputs are already normalised: skip (x - mean) / std")
     p.add_argument("--invert", action="store_true", help="use 1 - x (dark ink on white paper, for the digits tasks)")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when usable, else CPU (default)")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto: CUDA when usable, else CPU (default)")
     p.set_defaults(func=cmd_predict)
 
     p = subparsers.add_parser(
@@ -108,7 +109,7 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one, printed at start)")
     p.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, metavar="BYTES",
                    help=f"largest request body accepted, else 413 (default {DEFAULT_MAX_BODY})")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when usable, else CPU (default)")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto: CUDA when usable, else CPU (default)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="ONNX Runtime intra-op threads per session (default: ONNX Runtime's choice)")
     p.add_argument("--access-log", action="store_true", help="log every request")

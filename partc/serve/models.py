@@ -17,7 +17,7 @@ import numpy as np
 
 from partc.errors import ExportError
 from partc.export.metadata import TaskInfo
-from partc.serve.runtime import open_session
+from partc.onnxrt import open_session
 
 
 @dataclass

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from partc.cli import int_at_least
+from partc.argtypes import int_at_least
+from partc.devices import DEVICE_CHOICES
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -16,13 +17,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    import partc
+    from partc.devices import cpu_threads
+    from partc.spec import load
     from partc.train import train
-    from partc.train.device import cpu_threads
 
     # torch's default thread count can exceed the CPUs a container lets this process use.
     torch.set_num_threads(args.threads or min(cpu_threads(), torch.get_num_threads()))
-    net = partc.load(args.spec)
+    net = load(args.spec)
     results = train(net, args.out, device=args.device, resume=args.resume, epochs=args.epochs, mode=args.mode,
                     data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing)
     return 0 if results is not None else 1
@@ -36,7 +37,7 @@ def register(subparsers) -> None:
     p.add_argument("spec", help="the .part file")
     p.add_argument("--out", help="run directory (default: runs/<network>, or runs/<network>_nosharing)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                    help="auto (default): cuda when available, else cpu")
     p.add_argument("--epochs", type=int_at_least(1), help="override the spec's epochs (with --resume: train longer)")
     p.add_argument("--mode", choices=["fused", "interleaved"], help="override the spec's training mode")

@@ -9,33 +9,13 @@ reads the same on both.
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 
 import torch
 
-from partc.errors import TrainError
+from partc.devices import cpu_threads, pick_device
 
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainError("--device cuda was asked for, but this torch build sees no CUDA GPU",
-                             hint="use --device cpu, or --device auto to take a GPU only when there is one")
-        return torch.device("cuda")
-    raise TrainError(f"unknown device '{name}'", hint="cpu, cuda or auto")
-
-
-def cpu_threads() -> int:
-    """CPUs this process may run on (respects container limits, unlike os.cpu_count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+__all__ = ["Runtime", "cpu_threads", "pick_device"]
 
 
 @dataclass

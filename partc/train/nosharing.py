@@ -26,11 +26,11 @@ SUFFIX = "_nosharing"
 
 def unshare(net: Network) -> Network:
     """The checked no-sharing network of `net` (named `<network>_nosharing`)."""
-    import partc
+    from partc.spec import loads
 
     # A file name beside the original, so relative data paths resolve as in the original spec.
     virtual = Path(net.file).with_name(f"{Path(net.file).stem}{SUFFIX}.part")
-    return partc.loads(unshared_spec(net), str(virtual))
+    return loads(unshared_spec(net), str(virtual))
 
 
 def unshared_spec(net: Network) -> str:

@@ -33,6 +33,7 @@ from partc.train.device import Runtime, pick_device
 from partc.train.progress import Progress
 from partc.train.results import best_mean_val_epoch, build_results, results_table
 from partc.train.session import Trainer, check_data
+from partc.version import __version__
 
 KEEP_EPOCH_CHECKPOINTS = 3  # plus init.pt, last.pt and the epoch with the best mean val top-1
 
@@ -270,6 +271,4 @@ def _epoch_line(epoch: int, epochs: int, rows: list[dict], seconds: float) -> st
 
 
 def _version() -> str:
-    from partc import __version__
-
     return __version__

@@ -1,4 +1,4 @@
-"""Serve stage, runtime: ONNX Runtime sessions for exported tasks (no torch).
+"""ONNX Runtime sessions for exported models (no torch): shared by export (verification) and serve.
 
 `open_session` picks the execution provider: CUDA when a GPU is present and
 ONNX Runtime's CUDA provider loads, the CPU otherwise. onnxruntime-gpu lists
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from partc.devices import DEVICE_CHOICES
 from partc.errors import ExportError
-from partc.serve import DEVICES
 
 try:
     from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile
@@ -84,8 +84,8 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 
 def open_session(model: str | Path | bytes, device: str = "auto", threads: int | None = None) -> ort.InferenceSession:
     """An inference session on the GPU when usable (`device` auto or cuda), else on the CPU."""
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}")
+    if device not in DEVICE_CHOICES:
+        raise ValueError(f"device must be one of {DEVICE_CHOICES}")
     source = model if isinstance(model, bytes) else str(model)
     options = session_options(threads)
     try:
