@@ -33,7 +33,8 @@ from partc.passes.graph import build_graph  # noqa: E402
 from partc.passes.paths import check_constraints, select_paths  # noqa: E402
 from partc.passes.resolve import resolve  # noqa: E402
 from partc.passes.shapes import infer_shapes  # noqa: E402
-from partc.summary import dump, summary  # noqa: E402
+from partc.ir_text import dump
+from partc.summary import summary  # noqa: E402
 
 TARGET_S = 2.0
 

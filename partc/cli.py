@@ -17,7 +17,8 @@ EXIT_USER_ERROR = 2
 
 def cmd_check(args: argparse.Namespace) -> int:
     import partc
-    from partc.summary import dump, summary
+    from partc.ir_text import dump
+    from partc.summary import summary
 
     net = partc.load(args.spec)
     sys.stdout.write(dump(net) if args.dump else summary(net))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from partc.errors import PartError
 from partc.ir import Network
+from partc.language.printer import layer_text
 
 # Colour-blind-safe qualitative palette (Okabe-Ito plus Tableau), cycled.
 PALETTE = [
@@ -44,7 +45,7 @@ def to_dot(net: Network) -> str:
             out.append(f'  "{task.stem_node}" [shape=box, label="stem {task.name}", color="{colours[task.name]}"];')
     for lv in net.levels:
         out.append(f'  subgraph "cluster_{lv.name}" {{')
-        post = ("+ residual, " if lv.residual else "") + ", ".join(layer.describe() for layer in lv.then)
+        post = ("+ residual, " if lv.residual else "") + ", ".join(layer_text(layer) for layer in lv.then)
         out.append(f'    label="{lv.name}  {post}"; labeljust=l; style=rounded; color="#bbbbbb"; fontsize=10;')
         for i in range(lv.count):
             node = lv.segment_node(i)

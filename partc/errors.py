@@ -65,6 +65,22 @@ class SpecError(PartError):
     """The spec parses but means something invalid (names, paths, shapes)."""
 
 
+class ShapeError(SpecError):
+    """A layer cannot take the shape it is given (raised by the layer table, located by shape inference)."""
+
+
+class ClassesError(SpecError):
+    """A `classes=` value the data source cannot satisfy (raised by the data catalog, located by the checker)."""
+
+
+class ArgumentError(SpecError):
+    """A layer call's arguments do not bind: `param` names the argument at fault, when one is."""
+
+    def __init__(self, message: str, param: str | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.param = param
+
+
 class SpecFileError(PartError):
     """The spec file cannot be read (missing, not UTF-8)."""
 

@@ -32,17 +32,32 @@ class Layer:
     shape: tuple[int, ...] = ()
     params: int = 0
 
-    def describe(self) -> str:
-        from partc.layers import PRIMITIVES, show_value
 
-        prim = PRIMITIVES[self.op]
-        shown = []
-        for p in prim.params:
-            value = self.args[p.name]
-            if value == p.default:
-                continue
-            shown.append(show_value(value) if not shown and p is prim.params[0] else f"{p.name}={show_value(value)}")
-        return f"{self.op}({', '.join(shown)})" if shown else self.op
+@dataclass(frozen=True)
+class ParamRef:
+    """A template parameter used as a layer argument (`c` in `conv(c, k=3)`)."""
+
+    name: str
+
+
+@dataclass
+class TemplateLayer:
+    """A layer of a segment template as written: the arguments it gives, parameters kept symbolic."""
+
+    op: str
+    args: dict[str, Any]  # primitive parameter name -> plain value or ParamRef (only those written)
+    written: str  # the call as the spec writes it, e.g. "conv(c, k=3, pad=1)"
+    loc: Location
+
+
+@dataclass
+class Template:
+    """A segment template (`segment block(c) { ... }`): what codegen writes as one class."""
+
+    name: str
+    params: list[str]
+    layers: list[TemplateLayer]
+    loc: Location
 
 
 @dataclass
@@ -63,14 +78,6 @@ class SegmentGroup:
     layers: list[Layer]  # the body of each of these segments
     loc: Location
     params: int = 0  # per segment
-
-    def describe(self) -> str:
-        from partc.layers import show_value
-
-        if not self.template_args and len(self.layers) == 1 and self.layers[0].op == self.template:
-            return self.layers[0].describe()  # a layer used directly as the segment: show its arguments
-        args = ", ".join(show_value(v) for v in self.template_args.values())
-        return f"{self.template}({args})" if args or self.template_args else self.template
 
 
 @dataclass
@@ -127,7 +134,10 @@ class Task:
     path_locs: dict[str, Location] = field(default_factory=dict)
     input_loc: Location | None = None  # where `input NAME` is written, if it is
     stem: list[Layer] | None = None
+    stem_group: SegmentGroup | None = None  # a stem written as `stem template(args)`
     head: list[Layer] = field(default_factory=list)  # ends in linear(classes)
+    head_written: int = 0  # how many of the head's layers the spec wrote (the rest: flatten, linear(classes))
+    classes_value: Any = None  # what a `classes ...` statement says, when the task has one
     weight: float = 1.0
     sampling: float = 1.0
     stem_params: int = 0
@@ -152,18 +162,27 @@ class Constraint:
 
 @dataclass
 class Network:
+    """The checked network. Passes fill it in order (see `partc.passes.PASSES`), starting from `empty`."""
+
     name: str
     file: str
     source: str
-    spec_hash: str
-    seed: int
-    inputs: dict[str, InputSpec]
-    levels: list[Level]
-    tasks: dict[str, Task]
-    constraints: list[Constraint]
-    train: dict[str, Any]
-    train_locs: dict[str, Location]
+    loc: Location | None = None
+    spec_hash: str = ""  # of the checked network's meaning (`partc.passes.fingerprint`): comments and layout aside
+    source_hash: str = ""  # of the spec text itself
+    seed: int = 0
+    inputs: dict[str, InputSpec] = field(default_factory=dict)
+    templates: dict[str, Template] = field(default_factory=dict)
+    levels: list[Level] = field(default_factory=list)
+    tasks: dict[str, Task] = field(default_factory=dict)
+    constraints: list[Constraint] = field(default_factory=list)
+    train: dict[str, Any] = field(default_factory=dict)
+    train_locs: dict[str, Location] = field(default_factory=dict)
     graph: nx.DiGraph = field(default_factory=nx.DiGraph)
+
+    def matches_hash(self, recorded: str | None) -> bool:
+        """A run or checkpoint records one of this network's hashes (older partc recorded the text's)."""
+        return recorded is not None and recorded in (self.spec_hash, self.source_hash)
 
     # ---- look-ups used by every later stage ----
     def level(self, name: str) -> Level:

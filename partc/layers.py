@@ -1,10 +1,20 @@
-"""The layer primitives a segment is built from: signature, shape rule, size.
+"""The layer primitives a segment is built from: one table entry each, every fact about a layer in it.
 
-Torch-free on purpose: `partc check` must stay fast, so shape inference and
-parameter counting live here as plain arithmetic, and the compile stage maps
-each primitive onto its torch module (`partc.compiler.modules`).
+An entry says, as plain torch-free data (so `partc check` stays fast):
+- `params`: the arguments a spec may give, their types, defaults and valid values;
+- `ranks`: the input ranks it accepts (an image is (C, H, W), rank 3; a
+  feature vector (F,), rank 1), checked for every layer by shape inference;
+- `shape` and `count`: its output shape and parameter count, as arithmetic;
+- `torch`: the `torch.nn` module it compiles to (class and constructor
+  arguments), which the compiler builds and codegen writes as source;
+- `macs`: multiply-adds per sample, for FLOPs figures.
 
-Shapes exclude the batch axis: an image is (C, H, W), a feature vector (F,).
+Adding a layer means adding one entry here (docs/ARCHITECTURE.md, "Adding a
+layer"); the compiler (`partc.compiler.modules`), codegen
+(`partc.codegen.torch_code`) and FLOP counting (`partc.train.flops`) read
+the table and have no per-layer code of their own.
+
+Shapes exclude the batch axis.
 """
 
 from __future__ import annotations
@@ -14,15 +24,15 @@ from dataclasses import dataclass, field
 from math import prod
 from typing import Any
 
+from partc.errors import ArgumentError, ShapeError
+
+__all__ = ["PRIMITIVES", "ArgumentError", "ShapeError", "bind_args", "output_shape", "torch_arguments"]
+
 REQUIRED = object()
 
-
-class ShapeError(ValueError):
-    """A layer cannot take the shape it is given; the message says why, `hint` what would work."""
-
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.hint = hint
+# Where a torch constructor argument comes from, besides a spec argument.
+IN_CHANNELS = "input:channels"  # the input's first dimension (channels, or features of a flat input)
+IN_SHAPE = "input:shape"  # the whole input shape, as a list
 
 
 @dataclass(frozen=True)
@@ -35,63 +45,98 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Const:
+    """A constructor argument with a fixed value (`AdaptiveAvgPool2d(1)`)."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class TorchModule:
+    """A `torch.nn` class and its constructor arguments, in the order codegen writes them.
+
+    Each argument is `(torch keyword, source)`, the source being a spec
+    parameter name, `IN_CHANNELS`, `IN_SHAPE` or a `Const`. The first
+    `positional` arguments are written positionally in generated code; an
+    argument whose spec parameter is `None` is left out (torch's default).
+    """
+
+    cls: str
+    args: tuple[tuple[str, Any], ...] = ()
+    positional: int = 0
+    always: tuple[str, ...] = ()  # keywords written even at the spec's default (torch has none for them)
+
+
+@dataclass(frozen=True)
 class Primitive:
     name: str
     params: tuple[Param, ...]
+    ranks: tuple[int, ...]
     shape: Callable[[tuple[int, ...], dict], tuple[int, ...]]
+    torch: Callable[[int, dict], TorchModule]  # (input rank, bound args) -> the module
+    channels: str | None = "same"  # the output's first dimension: the input's ("same"), an argument's, or None
     count: Callable[[tuple[int, ...], dict], int] = lambda s, a: 0
+    macs: Callable[[tuple[int, ...], tuple[int, ...], dict], int] = lambda s, out, a: 0
     doc: str = ""
-    aliases: tuple[str, ...] = field(default_factory=tuple)
+    param_names: tuple[str, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "param_names", tuple(p.name for p in self.params))
+
+    def default(self, name: str) -> Any:
+        return next(p.default for p in self.params if p.name == name)
 
 
-def _need_image(name: str, shape: tuple[int, ...]) -> None:
-    if len(shape) != 3:
-        raise ShapeError(f"{name} needs an image input (C, H, W), got shape {list(shape)}",
-                         f"{name} cannot follow flatten or linear; check the shape it is given")
+RANK_WORDS = {1: "a flat input (F,)", 2: "a sequence input (C, L)", 3: "an image input (C, H, W)"}
+
+
+def check_rank(prim: Primitive, shape: tuple[int, ...]) -> None:
+    """Raise ShapeError unless `prim` takes inputs of `shape`'s rank."""
+    if len(shape) in prim.ranks:
+        return
+    wanted = " or ".join(RANK_WORDS.get(r, f"a rank-{r} input") for r in prim.ranks)
+    hint = {1: f"put 'flatten' (or a global 'avgpool' then 'flatten') before {prim.name}"}.get(
+        prim.ranks[0], f"{prim.name} cannot follow flatten or linear; check the shape it is given")
+    raise ShapeError(f"{prim.name} needs {wanted}, got shape {list(shape)}", hint=hint)
 
 
 def _conv_shape(s, a):
-    _need_image("conv", s)
     c, h, w = s
     if c % a["groups"] or a["out"] % a["groups"]:
         raise ShapeError(f"conv groups={a['groups']} must divide both {c} input and {a['out']} output channels",
-                         "choose groups dividing both channel counts")
+                         hint="choose groups dividing both channel counts")
     k, st, p = a["k"], a["stride"], a["pad"]
     oh, ow = (h + 2 * p - k) // st + 1, (w + 2 * p - k) // st + 1
     if oh < 1 or ow < 1:
         raise ShapeError(f"conv k={k} does not fit the {h}x{w} input (pad={p})",
-                         "use a smaller kernel k, or more padding pad=...")
+                         hint="use a smaller kernel k, or more padding pad=...")
     return (a["out"], oh, ow)
-
-
-def _conv_count(s, a):
-    return a["out"] * (s[0] // a["groups"]) * a["k"] ** 2 + (a["out"] if a["bias"] else 0)
-
-
-def _linear_shape(s, a):
-    if len(s) != 1:
-        raise ShapeError(f"linear needs a flat input (F,), got shape {list(s)}",
-                         "put 'flatten' (or a global 'avgpool' then 'flatten') before linear")
-    return (a["out"],)
 
 
 def _pool_shape(name):
     def shape(s, a):
-        _need_image(name, s)
         c, h, w = s
         if a.get("k") is None:  # global pooling
             return (c, 1, 1)
         k, st = a["k"], a.get("stride") or a["k"]
         if k > h or k > w:
-            raise ShapeError(f"{name}({k}) does not fit the {h}x{w} input", "use a smaller window, or pool less earlier")
+            raise ShapeError(f"{name}({k}) does not fit the {h}x{w} input", hint="use a smaller window, or pool less earlier")
         return (c, (h - k) // st + 1, (w - k) // st + 1)
 
     return shape
 
 
+def _avgpool_module(rank, a):
+    if a["k"] is None:
+        return TorchModule("AdaptiveAvgPool2d", (("output_size", Const(1)),), positional=1)
+    return TorchModule("AvgPool2d", (("kernel_size", "k"), ("stride", "stride")), positional=1)
+
+
 _pos = lambda v: v > 0  # noqa: E731
 _prob = lambda v: 0 <= v < 1  # noqa: E731
 _same = lambda s, a: s  # noqa: E731
+_BIAS = Param("bias", bool, True, expect="true or false")
+_ANY_RANK = (1, 2, 3)
 
 PRIMITIVES: dict[str, Primitive] = {
     p.name: p
@@ -104,61 +149,116 @@ PRIMITIVES: dict[str, Primitive] = {
                 Param("stride", int, 1, _pos, "a positive stride"),
                 Param("pad", int, 0, lambda v: v >= 0, "a padding >= 0"),
                 Param("groups", int, 1, _pos, "a positive group count"),
-                Param("bias", bool, True, expect="true or false"),
+                _BIAS,
             ),
+            (3,),
             _conv_shape,
-            _conv_count,
-            "2-D convolution (k x k kernel)",
+            lambda rank, a: TorchModule("Conv2d", (("in_channels", IN_CHANNELS), ("out_channels", "out"),
+                                                   ("kernel_size", "k"), ("stride", "stride"), ("padding", "pad"),
+                                                   ("groups", "groups"), ("bias", "bias")), positional=2,
+                                                  always=("kernel_size",)),
+            channels="out",
+            count=lambda s, a: a["out"] * (s[0] // a["groups"]) * a["k"] ** 2 + (a["out"] if a["bias"] else 0),
+            macs=lambda s, out, a: out[0] * (s[0] // a["groups"]) * a["k"] ** 2 * out[1] * out[2],
+            doc="2-D convolution (k x k kernel)",
         ),
         Primitive(
             "linear",
-            (Param("out", int, check=_pos, expect="a positive feature count"), Param("bias", bool, True, expect="true or false")),
-            _linear_shape,
-            lambda s, a: s[0] * a["out"] + (a["out"] if a["bias"] else 0),
-            "fully connected layer",
+            (Param("out", int, check=_pos, expect="a positive feature count"), _BIAS),
+            (1,),
+            lambda s, a: (a["out"],),
+            lambda rank, a: TorchModule("Linear", (("in_features", IN_CHANNELS), ("out_features", "out"),
+                                                   ("bias", "bias")), positional=2),
+            channels="out",
+            count=lambda s, a: s[0] * a["out"] + (a["out"] if a["bias"] else 0),
+            macs=lambda s, out, a: s[0] * out[0],
+            doc="fully connected layer",
         ),
-        Primitive("batchnorm", (), _same, lambda s, a: 2 * s[0], "batch normalisation over channels"),
-        Primitive("layernorm", (), _same, lambda s, a: 2 * prod(s), "layer normalisation over all features"),
-        Primitive("relu", (), _same, doc="ReLU"),
-        Primitive("gelu", (), _same, doc="GELU"),
-        Primitive("dropout", (Param("p", (int, float), 0.5, _prob, "a probability in [0, 1)"),), _same,
-                  doc="dropout (train only)"),
+        Primitive(
+            "batchnorm", (), _ANY_RANK, _same,
+            lambda rank, a: TorchModule("BatchNorm2d" if rank == 3 else "BatchNorm1d",
+                                        (("num_features", IN_CHANNELS),), positional=1),
+            count=lambda s, a: 2 * s[0],
+            doc="batch normalisation over channels",
+        ),
+        Primitive(
+            "layernorm", (), _ANY_RANK, _same,
+            lambda rank, a: TorchModule("LayerNorm", (("normalized_shape", IN_SHAPE),), positional=1),
+            count=lambda s, a: 2 * prod(s),
+            doc="layer normalisation over all features",
+        ),
+        Primitive("relu", (), _ANY_RANK, _same, lambda rank, a: TorchModule("ReLU"), doc="ReLU"),
+        Primitive("gelu", (), _ANY_RANK, _same, lambda rank, a: TorchModule("GELU"), doc="GELU"),
+        Primitive(
+            "dropout", (Param("p", (int, float), 0.5, _prob, "a probability in [0, 1)"),), _ANY_RANK, _same,
+            lambda rank, a: TorchModule("Dropout", (("p", "p"),), positional=1),
+            doc="dropout (train only)",
+        ),
         Primitive(
             "maxpool",
             (Param("k", int, check=_pos, expect="a positive window"), Param("stride", int, None, _pos, "a positive stride")),
+            (3,),
             _pool_shape("maxpool"),
+            lambda rank, a: TorchModule("MaxPool2d", (("kernel_size", "k"), ("stride", "stride")), positional=1),
             doc="max pooling over k x k windows",
         ),
         Primitive(
             "avgpool",
             (Param("k", int, None, _pos, "a positive window"), Param("stride", int, None, _pos, "a positive stride")),
+            (3,),
             _pool_shape("avgpool"),
+            _avgpool_module,
             doc="average pooling; with no window, global average pooling",
         ),
-        Primitive("flatten", (), lambda s, a: (prod(s),), doc="flatten to a vector"),
+        Primitive("flatten", (), _ANY_RANK, lambda s, a: (prod(s),), lambda rank, a: TorchModule("Flatten"),
+                  channels=None, doc="flatten to a vector"),
     ]
 }
 
 
+def output_shape(prim: Primitive, shape: tuple[int, ...], args: dict[str, Any]) -> tuple[int, ...]:
+    """The layer's output shape for input `shape`; ShapeError when it cannot take that input."""
+    check_rank(prim, shape)
+    return tuple(prim.shape(shape, args))
+
+
+def torch_arguments(prim: Primitive, in_shape: tuple[int, ...], args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(torch.nn class name, constructor keyword arguments) of a bound layer on input `in_shape`."""
+    module = prim.torch(len(in_shape), args)
+    kwargs = {}
+    for torch_name, source in module.args:
+        if source == IN_CHANNELS:
+            kwargs[torch_name] = in_shape[0]
+        elif source == IN_SHAPE:
+            kwargs[torch_name] = list(in_shape)
+        elif isinstance(source, Const):
+            kwargs[torch_name] = source.value
+        elif args[source] is not None:
+            kwargs[torch_name] = args[source]
+    return module.cls, kwargs
+
+
 def bind_args(prim: Primitive, positional: list[Any], keywords: dict[str, Any]) -> dict[str, Any]:
-    """Bind call arguments to a primitive's parameters; raise ValueError on misuse."""
-    names = [p.name for p in prim.params]
+    """Bind call arguments to a primitive's parameters; raise ArgumentError on misuse.
+
+    Messages name parameters and expectations only: the caller shows the
+    value as the spec wrote it (`ArgumentError.param` says which argument).
+    """
+    names = prim.param_names
     if len(positional) > len(names):
-        raise ValueError(
-            f"{prim.name} takes at most {len(names)} positional argument(s), got {len(positional)}"
-        )
+        raise ArgumentError(f"{prim.name} takes at most {len(names)} positional argument(s), got {len(positional)}")
     bound = dict(zip(names, positional, strict=False))
     for key, value in keywords.items():
         if key not in names:
             valid = ", ".join(names) if names else "none"
-            raise ValueError(f"{prim.name} has no argument '{key}' (its arguments: {valid})")
+            raise ArgumentError(f"{prim.name} has no argument '{key}' (its arguments: {valid})", key)
         if key in bound:
-            raise ValueError(f"{prim.name} got argument '{key}' twice")
+            raise ArgumentError(f"{prim.name} got argument '{key}' twice", key)
         bound[key] = value
     for p in prim.params:
         if p.name not in bound:
             if p.default is REQUIRED:
-                raise ValueError(f"{prim.name} needs argument '{p.name}' ({p.expect or p.kind.__name__})")
+                raise ArgumentError(f"{prim.name} needs argument '{p.name}' ({p.expect or p.kind.__name__})")
             bound[p.name] = p.default
             continue
         value = bound[p.name]
@@ -166,28 +266,5 @@ def bind_args(prim: Primitive, positional: list[Any], keywords: dict[str, Any]) 
         ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
         if not ok or (p.check is not None and value is not None and not p.check(value)):
             what = p.expect or " or ".join(k.__name__ for k in kinds)
-            raise ValueError(f"{prim.name} argument '{p.name}' must be {what}, got {show_value(value)}")
+            raise ArgumentError(f"{prim.name} argument '{p.name}' must be {what}", p.name)
     return {n: bound[n] for n in names}
-
-
-def signature(prim: Primitive) -> str:
-    parts = []
-    for p in prim.params:
-        parts.append(p.name if p.default is REQUIRED else f"{p.name}={show_value(p.default)}")
-    return f"{prim.name}({', '.join(parts)})" if parts else prim.name
-
-
-def show_value(value: Any) -> str:
-    """A value as the spec language writes it: true, none, [1, 2], "text"."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "none"
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(show_value(v) for v in value) + "]"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    name = getattr(value, "name", None)  # an AST call or name used as a value
-    return f"{name}(...)" if hasattr(value, "args") else str(name or value)

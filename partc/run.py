@@ -1,16 +1,18 @@
-"""The run directory: what `partc train` writes and export/report read.
+"""The run directory: what `partc train` writes and export, report and serve read; nothing else touches it.
 
-    RUN/spec.part         the spec text as trained (hash in run.json)
-    RUN/run.json          partc version, network, spec hash, settings
-    RUN/metrics.jsonl     one JSON object per task, split and epoch
+    RUN/spec.part         the spec text as trained (its hash in run.json)
+    RUN/run.json          partc version, network, spec hash, settings (`read_info`, `write_info`)
+    RUN/metrics.jsonl     one JSON object per task, split and epoch (`read_metrics`, `append_metrics`)
     RUN/checkpoints/      init.pt (weights before training), epoch_NNNN.pt, last.pt
-    RUN/results.json/.md  the final per-task test table
+    RUN/results.json/.md  the final per-task test table (`read_results`, `write_results`)
 
-Checkpoints are written atomically (temp file in the same folder, fsync,
-rename), so a killed process never leaves a half-written file behind.
-Every read checks what it reads and raises `CheckpointError` with a clear
-message: a missing run directory, a truncated or foreign file, a checkpoint
-of another spec.
+Every write is atomic (temp file in the same folder, fsync, rename), so a
+killed process never leaves a half-written file behind; appends to
+metrics.jsonl end in fsync, and a line cut by a kill is skipped on read.
+Every read checks what it reads: a missing run directory, a truncated or
+foreign file, a checkpoint of another spec raise `CheckpointError`, or, for
+the readers that must go on (the report), become entries of a `problems`
+list.
 """
 
 from __future__ import annotations
@@ -22,13 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from partc.errors import CheckpointError
+from partc.ir import Network
 
 CHECKPOINT_FORMAT = "partc-checkpoint/1"
+TEMP_SUFFIX = ".tmp"
 
+
+# ---- files ----------------------------------------------------------------------------------------
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -44,43 +50,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write a checkpoint dict (model, optimizer, ... plus spec_hash) atomically."""
-    import io
-
-    import torch
-
-    state = {"format": CHECKPOINT_FORMAT, **state}
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def load_checkpoint(path: str | Path, spec_hash: str | None = None) -> dict[str, Any]:
-    """Read and validate a checkpoint; `spec_hash`, when given, must match."""
-    import pickle
-    import zipfile
-
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint '{path}' does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CheckpointError(
-            f"checkpoint '{path}' is corrupt or truncated ({type(e).__name__}: {str(e).splitlines()[0][:120]})",
-            hint="use an earlier checkpoint of the run, or train again",
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"'{path}' is not a partc checkpoint", hint=f"expected format {CHECKPOINT_FORMAT}")
-    if spec_hash is not None and state.get("spec_hash") != spec_hash:
-        raise CheckpointError(
-            f"checkpoint '{path}' belongs to another spec (spec hash {state.get('spec_hash')}, expected {spec_hash})",
-            hint="a checkpoint only loads into the network of the spec it was trained from",
-        )
-    return state
+def atomic_write_json(path: Path, data: Any, *, sort_keys: bool = False) -> None:
+    """JSON that any parser reads: NaN or infinity is a bug in partc, refused here rather than written."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=sort_keys, allow_nan=False) + "\n")
 
 
 def run_paths(run_dir: str | Path) -> dict[str, Path]:
@@ -101,7 +73,54 @@ def epoch_checkpoint(run_dir: str | Path, epoch: int) -> Path:
     return run_paths(run_dir)["checkpoints"] / f"epoch_{epoch:04d}.pt"
 
 
-def load_run_network(run_dir: str | Path):
+def remove_temp_files(run_dir: str | Path) -> None:
+    """Temp files a killed writer left behind (their names come from `atomic_write_bytes`)."""
+    run = Path(run_dir)
+    for folder in (run, run_paths(run)["checkpoints"]):
+        if folder.is_dir():
+            for f in folder.glob(f".*{TEMP_SUFFIX}"):
+                f.unlink(missing_ok=True)
+
+
+# ---- run.json and spec.part -----------------------------------------------------------------------
+
+def write_spec(run_dir: str | Path, text: str) -> None:
+    atomic_write_text(run_paths(run_dir)["spec"], text)
+
+
+def write_info(run_dir: str | Path, info: dict[str, Any]) -> None:
+    atomic_write_json(run_paths(run_dir)["info"], info, sort_keys=True)
+
+
+def read_info(run_dir: str | Path) -> tuple[dict[str, Any], list[str]]:
+    """run.json as a dict, and the problems met reading it (for readers that go on without it)."""
+    path = run_paths(run_dir)["info"]
+    if not path.is_file():
+        return {}, [f"{path} is missing"]
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return {}, [f"{path} is not valid JSON ({e})"]
+    if not isinstance(info, dict):
+        return {}, [f"{path} is not a JSON object"]
+    return info, []
+
+
+def require_info(run_dir: str | Path) -> dict[str, Any]:
+    """run.json of a run that must be whole (resume, extend): a clear error when it is not."""
+    run, paths = Path(run_dir), run_paths(run_dir)
+    if not run.is_dir():
+        raise CheckpointError(f"run directory '{run}' does not exist", hint="pass the --out folder of a 'partc train' run")
+    if not paths["info"].is_file() or not paths["spec"].is_file():
+        raise CheckpointError(f"'{run}' is not a partc run (run.json or spec.part is missing)",
+                              hint="pass the --out folder of an earlier 'partc train' run")
+    info, problems = read_info(run)
+    if problems:
+        raise CheckpointError(problems[0], hint="restore it, or start a new run")
+    return info
+
+
+def load_run_network(run_dir: str | Path) -> Network:
     """The checked network of a run, from the spec text saved in it."""
     from partc.spec import loads
 
@@ -114,27 +133,14 @@ def load_run_network(run_dir: str | Path):
     return loads(paths["spec"].read_text(encoding="utf-8"), str(paths["spec"]))
 
 
-def load_trained_model(source: str | Path, *, checkpoint: str = "last"):
-    """(net, model in eval mode, checkpoint state) from a run directory or a checkpoint file.
+# ---- metrics and results --------------------------------------------------------------------------
 
-    A checkpoint file is looked up in its run directory (its grandparent) for the spec.
-    """
-    from partc.compiler import compile_network
-
-    source = Path(source)
-    if source.is_file():
-        ckpt_path, run_dir = source, source.parent.parent
-    else:
-        run_dir = source
-        ckpt_path = run_paths(run_dir)["last"] if checkpoint == "last" else Path(checkpoint)
-    net = load_run_network(run_dir)
-    state = load_checkpoint(ckpt_path, net.spec_hash)
-    model = compile_network(net)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as e:
-        raise CheckpointError(f"checkpoint '{ckpt_path}' does not fit the network: {str(e).splitlines()[0]}") from None
-    return net, model.eval(), state
+def append_metrics(run_dir: str | Path, rows: list[dict[str, Any]]) -> None:
+    with open(run_paths(run_dir)["metrics"], "a", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, allow_nan=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def read_metrics(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -156,3 +162,127 @@ def read_metrics(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
             continue
         rows.append(row)
     return rows, problems
+
+
+def keep_metrics_until(run_dir: str | Path, epoch: int) -> None:
+    """Drop the rows of epochs after `epoch` (an unfinished epoch of a killed run) and any cut line."""
+    path = run_paths(run_dir)["metrics"]
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= epoch:
+            kept.append(line)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def write_results(run_dir: str | Path, results: dict[str, Any], table: str) -> None:
+    paths = run_paths(run_dir)
+    atomic_write_json(paths["results"], results)
+    atomic_write_text(paths["results_md"], table)
+
+
+def read_results(run_dir: str | Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """results.json as a dict (None when missing or damaged), and the problems met."""
+    path = run_paths(run_dir)["results"]
+    if not path.is_file():
+        return None, []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return None, [f"{path} is damaged ({type(e).__name__}); using metrics.jsonl"]
+    if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict):
+        return None, [f"{path} is damaged (no 'tasks' table); using metrics.jsonl"]
+    return data, []
+
+
+# ---- checkpoints ----------------------------------------------------------------------------------
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a checkpoint dict (model, optimizer, ... plus spec_hash) atomically."""
+    import io
+
+    import torch
+
+    state = {"format": CHECKPOINT_FORMAT, **state}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | Path, net: Network | None = None) -> dict[str, Any]:
+    """Read and validate a checkpoint; with `net`, it must be one of that network's."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{path}' does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CheckpointError(
+            f"checkpoint '{path}' is corrupt or truncated ({type(e).__name__}: {str(e).splitlines()[0][:120]})",
+            hint="use an earlier checkpoint of the run, or train again",
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"'{path}' is not a partc checkpoint", hint=f"expected format {CHECKPOINT_FORMAT}")
+    if net is not None and not net.matches_hash(state.get("spec_hash")):
+        raise CheckpointError(
+            f"checkpoint '{path}' belongs to another spec (spec hash {state.get('spec_hash')}, expected {net.spec_hash})",
+            hint="a checkpoint only loads into the network of the spec it was trained from",
+        )
+    return state
+
+
+def point_last(run_dir: str | Path, target: Path) -> None:
+    """Make last.pt the same file as `target`, atomically (hard link, or a copy where links fail)."""
+    last = run_paths(run_dir)["last"]
+    tmp = last.with_name(f".last.pt.link{TEMP_SUFFIX}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(target, tmp)
+        os.replace(tmp, last)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        atomic_write_bytes(last, target.read_bytes())
+
+
+def prune_checkpoints(run_dir: str | Path, keep: set[int]) -> None:
+    """Delete epoch checkpoints whose epoch is not in `keep` (init.pt and last.pt stay)."""
+    for f in run_paths(run_dir)["checkpoints"].glob("epoch_*.pt"):
+        try:
+            number = int(f.stem.split("_")[1])
+        except (IndexError, ValueError):
+            continue
+        if number not in keep:
+            f.unlink(missing_ok=True)
+
+
+def load_trained_model(source: str | Path, *, checkpoint: str = "last"):
+    """(net, model in eval mode, checkpoint state) from a run directory or a checkpoint file.
+
+    A checkpoint file is looked up in its run directory (its grandparent) for the spec.
+    """
+    from partc.compiler import compile_network
+
+    source = Path(source)
+    if source.is_file():
+        ckpt_path, run_dir = source, source.parent.parent
+    else:
+        run_dir = source
+        ckpt_path = run_paths(run_dir)["last"] if checkpoint == "last" else Path(checkpoint)
+    net = load_run_network(run_dir)
+    state = load_checkpoint(ckpt_path, net)
+    model = compile_network(net)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(f"checkpoint '{ckpt_path}' does not fit the network: {str(e).splitlines()[0]}") from None
+    return net, model.eval(), state

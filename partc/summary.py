@@ -1,16 +1,13 @@
-"""Text views of a checked network: the `partc check` summary and an IR dump.
+"""The `partc check` summary of a checked network (the IR dump is `partc.ir_text`).
 
-Both are deterministic (golden tests read them): no timestamps, sorted
-where the spec gives no order.
+Deterministic (golden tests read it): no timestamps, sorted where the spec
+gives no order.
 """
 
 from __future__ import annotations
 
 from partc.ir import Network
-
-
-def _shape(s: tuple[int, ...]) -> str:
-    return "[" + ", ".join(map(str, s)) + "]"
+from partc.language.printer import group_text, layer_text, shape_text
 
 
 def _table(header: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> list[str]:
@@ -24,14 +21,14 @@ def _table(header: list[str], rows: list[list[str]], right: set[int] = frozenset
 
 
 def _segment_kinds(level) -> str:
-    return " + ".join(f"{g.count} x {g.describe()}" for g in level.groups)
+    return " + ".join(f"{g.count} x {group_text(g)}" for g in level.groups)
 
 
 def summary(net: Network) -> str:
     """The compact table `partc check` prints."""
     lines = [f"network {net.name}  ({net.file}, spec {net.spec_hash}, seed {net.seed})"]
     for spec in net.inputs.values():
-        lines.append(f"input {spec.name}: {spec.dtype}{_shape(spec.shape)}")
+        lines.append(f"input {spec.name}: {spec.dtype}{shape_text(spec.shape)}")
     counts = sorted({lv.count for lv in net.levels})
     m = str(counts[0]) if len(counts) == 1 else f"{counts[0]}..{counts[-1]}"
     lines.append(f"{len(net.levels)} levels x {m} segments, {len(net.tasks)} tasks")
@@ -42,10 +39,10 @@ def summary(net: Network) -> str:
     rows = []
     for lv in net.levels:
         users = users_of[lv.name]
-        post = ("residual " if lv.residual else "") + ", ".join(layer.describe() for layer in lv.then)
+        post = ("residual " if lv.residual else "") + ", ".join(layer_text(layer) for layer in lv.then)
         params = sorted({lv.segment_params(i) for i in range(lv.count)})
         rows.append([
-            lv.name, _segment_kinds(lv), post.strip() or "-", f"{_shape(lv.in_shape)} -> {_shape(lv.shape)}",
+            lv.name, _segment_kinds(lv), post.strip() or "-", f"{shape_text(lv.in_shape)} -> {shape_text(lv.shape)}",
             "/".join(f"{p:,}" for p in params), str(sum(1 for u in users if u)),
             str(sum(1 for u in users if len(u) > 1)), str(sum(1 for u in users if len(u) == 1)),
         ])
@@ -80,36 +77,3 @@ def summary(net: Network) -> str:
     lines.append(f"total parameters: {net.total_params:,}   used by some task: {net.used_params:,}   "
                  f"in shared segments: {net.shared_params:,}")
     return "\n".join(lines) + "\n"
-
-
-def dump(net: Network) -> str:
-    """A line per IR node and edge, for golden tests and debugging."""
-    g = net.graph
-    lines = [f"network {net.name} seed={net.seed}"]
-    for node in sorted(g.nodes, key=_node_order(net)):
-        a = g.nodes[node]
-        tasks = ",".join(sorted(a["tasks"]))
-        shape = _shape(a.get("shape", ()))
-        lines.append(f"node {node} op={a['op']} shape={shape} params={a.get('params', 0)} tasks={{{tasks}}}")
-    order = _node_order(net)
-    for u, v, tasks in sorted(g.edges(data="tasks"), key=lambda e: (order(e[0]), order(e[1]))):
-        lines.append(f"edge {u} -> {v} tasks={{{','.join(sorted(tasks))}}}")
-    return "\n".join(lines) + "\n"
-
-
-def _node_order(net: Network):
-    level_pos = {lv.name: lv.position for lv in net.levels}
-    task_pos = {t: i for i, t in enumerate(net.tasks)}
-
-    def key(node: str):
-        if node.startswith("input:"):
-            return (0, 0, node)
-        if node.startswith("stem:"):
-            return (1, task_pos[node[5:]], node)
-        if node.startswith("head:"):
-            return (3, task_pos[node[5:]], node)
-        level = node.split("[")[0].split(":")[0]
-        index = int(node.split("[")[1][:-1]) if "[" in node else 10**9
-        return (2, level_pos[level], index)
-
-    return key

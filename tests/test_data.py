@@ -317,11 +317,17 @@ def test_cifar_corrupt_pickle(tmp_path, damage):
 
 
 def test_cifar_refuses_test_fraction_and_wrong_input_shape(tmp_path):
+    """Both are facts of the spec, so `partc check` refuses them (the catalog knows CIFAR's split and shape)."""
     write_cifar10(tmp_path / "c10")
-    err = _expect_data_error(make_spec(tmp_path, task("a", 'cifar10("c10", classes=2, test=0.3)')))
-    assert "own test split" in err.message
-    err = _expect_data_error(make_spec(tmp_path, task("a", 'cifar10("c10", classes=2)'), shape="1, 8, 8"))
-    assert "samples have shape [3, 32, 32], but task 'a' reads input 'img' of shape [1, 8, 8]" in err.message
+    with pytest.raises(SpecError, match="own test split"):
+        make_spec(tmp_path, task("a", 'cifar10("c10", classes=2, test=0.3)'))
+    with pytest.raises(SpecError, match=r"cifar10 samples have shape \[3, 32, 32\], but the task's input has shape "
+                                        r"\[1, 8, 8\]"):
+        make_spec(tmp_path, task("a", 'cifar10("c10", classes=2)'), shape="1, 8, 8")
+    net = make_spec(tmp_path, task("a", 'cifar10("c10", classes=2)'))
+    net.inputs["img"].shape = (1, 8, 8)  # a network built without the checker: the loader refuses it too
+    err = _expect_data_error(net)
+    assert "samples have shape [3, 32, 32]" in err.message
 
 
 # ---- npz ------------------------------------------------------------------------------------------
@@ -421,8 +427,14 @@ def test_option_values_are_checked(tmp_path):
     net.tasks["a"].data.args["limit"] = 0  # a network built without the checker: the loader checks too
     err = _expect_data_error(net)
     assert "option limit= must be a positive number of training samples" in err.message
-    err = _expect_data_error(make_spec(tmp_path, task("a", "digits(classes=2, augment=true)"), "64"))
-    assert "augment=true needs image input" in err.message
+    with pytest.raises(SpecError, match="augment=true needs an image input"):
+        make_spec(tmp_path, task("a", "digits(classes=2, augment=true)"), "1, 8, 8").tasks["a"]  # fine on images
+        make_spec(tmp_path, task("a", "digits(classes=2, augment=true)"), "64")
+    net = make_spec(tmp_path, task("a", "digits(classes=2)"), "1, 8, 8")
+    net.tasks["a"].data.args["augment"] = True
+    net.inputs[net.tasks["a"].input].shape = (64,)
+    err = _expect_data_error(net)
+    assert "augment=true needs an image input" in err.message
 
 
 def test_relative_paths_try_data_root_then_spec_folder(tmp_path, monkeypatch):

@@ -280,6 +280,7 @@ def test_a_corrupt_checkpoint_is_a_checkpoint_error(digits, tmp_path):
         export_tasks(copy, tmp_path / "out")
     # a checkpoint without data_stats cannot say how to normalise: refused
     state = load_checkpoint(run_paths(copy)["init"])
+    del state["data_stats"]
     save_checkpoint(last, state)
     with pytest.raises(CheckpointError, match="no data_stats"):
         export_tasks(copy, tmp_path / "out")

@@ -18,7 +18,8 @@ import partc
 from partc.cli import main
 from partc.errors import ErrorGroup, PartError
 from partc.passes import verify
-from partc.summary import dump, summary
+from partc.ir_text import dump
+from partc.summary import summary
 
 from .conftest import ROOT
 

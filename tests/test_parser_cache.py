@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from partc.language import parse
-from partc.language import parser as parser_module
+from partc.language import reading as parser_module
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "getuid"), reason="the cache is only kept where ownership can be checked")
 
@@ -17,9 +17,9 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "getuid"), reason="the cache is 
 def fresh_parser(tmp_path, monkeypatch):
     """Point the cache at an empty temp dir and forget the parser built so far."""
     monkeypatch.setattr(parser_module.tempfile, "gettempdir", lambda: str(tmp_path))
-    parser_module._lark_parser.cache_clear()
+    parser_module.lark_parser.cache_clear()
     yield tmp_path / f"partc-{os.getuid()}"
-    parser_module._lark_parser.cache_clear()
+    parser_module.lark_parser.cache_clear()
 
 
 SPEC = "network n { input x: float[1, 8, 8] level l = 2 x conv(4) task a { data digits path random(1) } }"
@@ -29,7 +29,7 @@ def test_cache_is_written_then_used(fresh_parser):
     parse(SPEC)
     (cache,) = fresh_parser.glob("part-grammar-*.lark")
     assert oct(fresh_parser.stat().st_mode & 0o777) == "0o700"
-    parser_module._lark_parser.cache_clear()
+    parser_module.lark_parser.cache_clear()
     tree = parse(SPEC)  # from the cache: positions still come with the tree
     assert tree.tasks[0].loc.line == 1 and tree.tasks[0].loc.column == 59
 
@@ -38,7 +38,7 @@ def test_damaged_cache_is_rebuilt(fresh_parser):
     parse(SPEC)
     (cache,) = fresh_parser.glob("part-grammar-*.lark")
     cache.write_bytes(b"not a pickle")
-    parser_module._lark_parser.cache_clear()
+    parser_module.lark_parser.cache_clear()
     assert parse(SPEC).name == "n"
     assert cache.read_bytes() != b"not a pickle"  # and written again
 

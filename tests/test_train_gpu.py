@@ -19,7 +19,7 @@ def test_cuda_run_trains_checkpoints_and_resumes_on_cpu(tmp_path):
     data = load_all(net)
     results = train(net, tmp_path / "run", device="cuda", epochs=2, quiet=True, data=data)
     assert all(v["top1"] is not None for v in results["tasks"].values())
-    state = load_checkpoint(run_paths(tmp_path / "run")["last"], net.spec_hash)
+    state = load_checkpoint(run_paths(tmp_path / "run")["last"], net)
     assert state["rng"]["cuda"] and state["epoch"] == 2
     init = load_checkpoint(run_paths(tmp_path / "run")["init"])["model"]
     for level, i in UNUSED:

@@ -21,7 +21,6 @@ import jinja2
 
 from partc.codegen.torch_code import SegmentClass, class_key, class_name, concrete_layers, segment_class
 from partc.ir import Network, SegmentGroup
-from partc.language import ast, parse
 from partc.layers import PRIMITIVES
 from partc.version import __version__
 
@@ -69,9 +68,8 @@ def spec_file_name(net: Network) -> str:
 
 def render_model(net: Network) -> str:
     """The source of `model.py`: header, segment classes, model class with one forward per task."""
-    tree = parse(net.source, net.file)  # the templates as written: the IR keeps only their bound layers
-    stem_groups = _stem_groups(net, tree)
-    classes = _segment_classes(net, tree, stem_groups)
+    stem_groups = {name: t.stem_group for name, t in net.tasks.items() if t.stem_group is not None}
+    classes = _segment_classes(net, stem_groups)
     model_class = _unique(class_name(net.name), {c.name for c in classes.values()})
     parts = [_render("header.py.j2", net=net, version=__version__, spec_file=spec_file_name(net),
                      model_class=model_class, first_task=next(iter(net.tasks)))]
@@ -95,27 +93,8 @@ def render_model(net: Network) -> str:
     return "".join(parts)
 
 
-def _stem_groups(net: Network, tree: ast.Network) -> dict[str, SegmentGroup]:
-    """Stems written as `stem template(args)`, each seen as a one-segment group of that template."""
-    templates = {seg.name: seg for seg in tree.segments}
-    groups = {}
-    for t in tree.tasks:
-        if not isinstance(t.stem, ast.Call) or t.stem.name not in templates:
-            continue
-        params = templates[t.stem.name].params
-        args = dict(zip(params, (_plain(a.value) for a in t.stem.positional())))
-        args |= {k: _plain(a.value) for k, a in t.stem.keywords().items()}
-        groups[t.name] = SegmentGroup(1, t.stem.name, args, net.tasks[t.name].stem, t.stem.loc)
-    return groups
-
-
-def _plain(value):
-    return value.values() if isinstance(value, ast.Range) else value
-
-
-def _segment_classes(net: Network, tree: ast.Network, stem_groups: dict[str, SegmentGroup]) -> dict[tuple, SegmentClass]:
+def _segment_classes(net: Network, stem_groups: dict[str, SegmentGroup]) -> dict[tuple, SegmentClass]:
     """One class per (template, tensor ranks) the spec uses, named after the template, in spec order."""
-    templates = {seg.name: seg for seg in tree.segments}
     groups = [g for lv in net.levels for g in lv.groups] + list(stem_groups.values())
     classes: dict[tuple, SegmentClass] = {}
     taken = {"Tensor"}
@@ -125,7 +104,7 @@ def _segment_classes(net: Network, tree: ast.Network, stem_groups: dict[str, Seg
             continue
         name = _unique(class_name(group.template), taken)
         taken.add(name)
-        classes[key] = segment_class(templates[group.template], group, name)
+        classes[key] = segment_class(net.templates[group.template], group, name)
     return classes
 
 

@@ -1,9 +1,10 @@
-"""Layer primitives -> PyTorch constructor source, for the generated `model.py`.
+"""Layer primitives -> PyTorch constructor source, for the generated `model.py`, read off the layer table.
 
-The source counterpart of `partc.compiler.modules.build_layer`: each
-primitive becomes the `torch.nn` call that builds the same module. A layer
-inside a segment template is written with the template's parameters as
-names (`nn.Conv2d(in_channels, c, kernel_size=3, padding=1)`), so one
+The source counterpart of `partc.compiler.modules.build_layer`: a layer's
+`torch` entry in `partc.layers` says its class and arguments, and this
+module writes them as the `torch.nn` call that builds the same module. A
+layer inside a segment template is written with the template's parameters
+as names (`nn.Conv2d(in_channels, c, kernel_size=3, padding=1)`), so one
 generated class serves every level that uses the template; sizes that
 depend on where the segment sits (a linear layer after `flatten`, a
 layernorm's shape) become extra constructor arguments.
@@ -16,9 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from partc.ir import Layer, SegmentGroup
-from partc.language import ast
-from partc.layers import PRIMITIVES, REQUIRED
+from partc.ir import Layer, ParamRef, SegmentGroup, Template
+from partc.layers import IN_CHANNELS, IN_SHAPE, PRIMITIVES, REQUIRED, Const
 
 # Names a generated constructor must not take: they would shadow what its body uses.
 RESERVED = {"self", "nn", "torch", "super", "in_channels", "Tensor"}
@@ -26,7 +26,7 @@ RESERVED = {"self", "nn", "torch", "super", "in_channels", "Tensor"}
 
 @dataclass(frozen=True)
 class Sym:
-    """A template parameter used as a layer argument."""
+    """A name in generated code: a template parameter, or a size set by where the segment sits."""
 
     name: str
 
@@ -49,49 +49,32 @@ def class_name(name: str) -> str:
     return camel or "Segment"
 
 
-def layer_code(layer: Layer, args: dict[str, Any], width: str) -> str:
-    """The `nn` call that builds `layer`; `args` may hold `Sym`s, `width` is its input channel expression."""
-    op = layer.op
-    given = {k: v for k, v in args.items() if isinstance(v, Sym) or v != _default(op, k)}
-
-    def opt(name: str, torch_name: str | None = None) -> str:
-        return f", {torch_name or name}={code(args[name])}" if name in given else ""
-
-    if op == "conv":
-        return (f"nn.Conv2d({width}, {code(args['out'])}, kernel_size={code(args['k'])}"
-                f"{opt('stride')}{opt('pad', 'padding')}{opt('groups')}{opt('bias')})")
-    if op == "linear":
-        return f"nn.Linear({width}, {code(args['out'])}{opt('bias')})"
-    if op == "batchnorm":
-        return f"nn.BatchNorm{'2' if len(layer.in_shape) == 3 else '1'}d({width})"
-    if op == "layernorm":
-        return f"nn.LayerNorm({width})"  # `width` is the normalised shape here
-    if op in ("maxpool", "avgpool"):
-        if op == "avgpool" and args["k"] is None:
-            return "nn.AdaptiveAvgPool2d(1)"
-        kind = "MaxPool2d" if op == "maxpool" else "AvgPool2d"
-        stride = f", stride={code(args['stride'])}" if args["stride"] is not None else ""
-        return f"nn.{kind}({code(args['k'])}{stride})"
-    if op == "dropout":
-        return f"nn.Dropout({code(args['p'])})"
-    simple = {"relu": "nn.ReLU()", "gelu": "nn.GELU()", "flatten": "nn.Flatten()"}
-    if op in simple:
-        return simple[op]
-    raise NotImplementedError(f"partc has no generated code for layer '{op}'")  # a bug: the checker knows every op
-
-
-def _default(op: str, arg: str) -> Any:
-    default = next(p.default for p in PRIMITIVES[op].params if p.name == arg)
-    return object() if default is REQUIRED else default
+def layer_code(layer: Layer, args: dict[str, Any], width: Any, shape: Any) -> str:
+    """The `nn` call that builds `layer`. `args` may hold `Sym`s; `width` and `shape` stand for the
+    input's channel count and whole shape (numbers, or `Sym`s inside a template)."""
+    prim = PRIMITIVES[layer.op]
+    module = prim.torch(len(layer.in_shape), layer.args)
+    parts = []
+    for index, (torch_name, source) in enumerate(module.args):
+        if source == IN_CHANNELS:
+            value = width
+        elif source == IN_SHAPE:
+            value = shape
+        elif isinstance(source, Const):
+            value = source.value
+        else:
+            value = args[source]
+            default = prim.default(source)
+            if value is None or (index >= module.positional and torch_name not in module.always
+                                 and not isinstance(value, Sym) and default is not REQUIRED and value == default):
+                continue
+        parts.append(code(value) if index < module.positional else f"{torch_name}={code(value)}")
+    return f"nn.{module.cls}({', '.join(parts)})"
 
 
 def concrete_layers(layers: list[Layer]) -> list[str]:
     """Constructor calls of layers bound to numbers (stems, heads, `then`, primitive levels)."""
-    out = []
-    for layer in layers:
-        width = repr(list(layer.in_shape)) if layer.op == "layernorm" else repr(layer.in_shape[0])
-        out.append(layer_code(layer, layer.args, width))
-    return out
+    return [layer_code(layer, layer.args, layer.in_shape[0], list(layer.in_shape)) for layer in layers]
 
 
 @dataclass
@@ -99,7 +82,7 @@ class SegmentClass:
     """A generated `nn.Sequential` subclass for one segment template."""
 
     name: str  # the Python class name
-    template: ast.SegmentDef
+    template: Template
     params: list[str]  # Python names of the template's parameters, in order
     param_types: list[str]  # their types at the first use (int, float, bool)
     uses_in_channels: bool = False
@@ -147,60 +130,43 @@ class SegmentClass:
         return f"{self.name}({', '.join(args)})"
 
 
-def segment_class(template: ast.SegmentDef, group: SegmentGroup, name: str) -> SegmentClass:
+def segment_class(template: Template, group: SegmentGroup, name: str) -> SegmentClass:
     """Write `template` as a class; `group` (one use of it) supplies tensor ranks."""
     params = {p: py_name(p) for p in template.params}
-    types = [type(group.template_args[p]).__name__ for p in template.params]
+    types = [_type_name(group.template_args[p]) for p in template.params]
     cls = SegmentClass(name, template, list(params.values()), types)
-    width: str | None = "in_channels"
-    for index, (call, layer) in enumerate(zip(template.layers, group.layers)):
-        args = _symbolic_args(call, layer, params)
-        if layer.op == "layernorm" and (len(layer.in_shape) > 1 or width is None):
-            cls.sizes.append((f"shape_{index}", index))  # an image's layernorm covers its height and width
-            cls.layers.append((layer_code(layer, args, f"shape_{index}"), _written(call)))
-            continue
-        if layer.op in ("conv", "linear", "batchnorm", "layernorm"):
+    width: Any = Sym("in_channels")  # the current input's channel count, as generated code names it
+    for index, (written, layer) in enumerate(zip(template.layers, group.layers)):
+        prim = PRIMITIVES[layer.op]
+        args = dict(layer.args) | {k: Sym(params[v.name]) for k, v in written.args.items() if isinstance(v, ParamRef)}
+        sources = {source for _, source in prim.torch(len(layer.in_shape), layer.args).args}
+        shape: Any = None
+        if IN_SHAPE in sources and (len(layer.in_shape) > 1 or width is None):
+            shape = Sym(f"shape_{index}")  # an image's layernorm covers its height and width
+            cls.sizes.append((shape.name, index))
+        elif IN_SHAPE in sources:
+            shape = width
+        if IN_CHANNELS in sources:
             if width is None:  # after flatten the width depends on the input's height and width
-                width = f"size_{index}"
-                cls.sizes.append((width, index))
-            cls.uses_in_channels |= width == "in_channels"
-        cls.layers.append((layer_code(layer, args, width or ""), _written(call)))
-        if layer.op in ("conv", "linear"):
-            width = code(args["out"])
-        elif layer.op == "flatten":
+                width = Sym(f"size_{index}")
+                cls.sizes.append((width.name, index))
+            cls.uses_in_channels |= width == Sym("in_channels")
+        cls.layers.append((layer_code(layer, args, width, shape), written.written if written.args else ""))
+        if prim.channels is None:
             width = None
+        elif prim.channels != "same":
+            width = args[prim.channels]
     return cls
+
+
+def _type_name(value: Any) -> str:
+    """The annotation of a template argument: bool, int, float (a spec float is an `ast.Float`), or its type."""
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind.__name__
+    return type(value).__name__
 
 
 def class_key(group: SegmentGroup) -> tuple:
     """Uses of a template that need the same class: same template, same tensor ranks."""
     return (group.template, tuple(len(layer.in_shape) for layer in group.layers))
-
-
-def _symbolic_args(call: ast.Call, layer: Layer, params: dict[str, str]) -> dict[str, Any]:
-    """The layer's bound arguments, with template parameters kept as names."""
-    names = [p.name for p in PRIMITIVES[layer.op].params]
-    written = dict(zip(names, (a.value for a in call.positional())))
-    written |= {k: a.value for k, a in call.keywords().items()}
-    args = dict(layer.args)
-    for key, value in written.items():
-        if isinstance(value, ast.Ref) and value.name in params:
-            args[key] = Sym(params[value.name])
-    return args
-
-
-def _written(call: ast.Call) -> str:
-    """A layer call with arguments as the spec writes it, for a comment ("" for a bare `relu`)."""
-    def show(v: Any) -> str:
-        if isinstance(v, ast.Ref):
-            return v.name
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, ast.Range):
-            return f"{v.lo}..{v.hi}"
-        if isinstance(v, list):
-            return "[" + ", ".join(show(x) for x in v) + "]"
-        return repr(v) if isinstance(v, str) else str(v)
-
-    parts = [show(a.value) if a.name is None else f"{a.name}={show(a.value)}" for a in call.args]
-    return f"{call.name}({', '.join(parts)})" if call.args else ""

@@ -40,11 +40,12 @@ import torch
 from partc.data.augment import PERSPECTIVE_P
 from partc.data.augment import augment_batch as _augment_batch
 from partc.data.augment import perspective_batch as _perspective_batch
-from partc.data.catalog import OPTION_DEFAULTS, check_option
+from partc.data.catalog import OPTION_DEFAULTS, SOURCES, check_combination, check_option
 from partc.data.cifar import read_cifar
 from partc.data.raw import RawData, folder_classes, make_synthetic, read_digits, read_image_folder, read_npz
 from partc.errors import DataError
 from partc.ir import DataSpec, Network, Task
+from partc.language.printer import value_text
 
 Split = tuple[torch.Tensor, torch.Tensor]  # x float32 (n, *input_shape), y int64 (n,)
 
@@ -134,13 +135,8 @@ class _Loader:
         spec = task.data
         if spec is None:
             raise DataError(f"task '{name}' has no data", task.loc, "add e.g. 'data digits(classes=[0, 1])'")
-        opts = _options(spec)
         shape = tuple(self.net.inputs[task.input].shape)
-        if opts["augment"] and len(shape) != 3:
-            raise DataError(f"augment=true needs image input [C, H, W], but task '{name}' reads "
-                            f"input '{task.input}' of shape {_fmt(shape)}", spec.loc, "drop augment=true")
-        if opts["perspective"] and not opts["augment"]:
-            raise DataError("perspective= applies only with augment=true", spec.loc, "add augment=true")
+        opts = _options(spec, shape)
         raw = self.raw(task, spec, opts, shape)
         _check_shape(raw.x.shape[1:], shape, task, spec)
         ids, labels = _class_ids(task, raw.names, spec)
@@ -149,7 +145,7 @@ class _Loader:
         pos, y = _select(raw.y, ids)
         _check_classes(y, labels, spec, raw, "samples")
         if raw.x_test is not None:
-            if "test" in spec.args:
+            if "test" in spec.args:  # an npz file with x_test (a source with its own split is refused by the check)
                 raise DataError(f"{spec.source} data has its own test split, so test= does not apply", spec.loc,
                                 "drop test=...; val= takes the validation part from the training split")
             test_pos, test_y = _select(raw.y_test, ids)
@@ -237,11 +233,15 @@ class _Loader:
         return RawData(np.concatenate(parts), y, names, scale=1 / 255, origin=str(root))
 
 
-def _options(spec: DataSpec) -> dict[str, Any]:
+def _options(spec: DataSpec, shape: tuple[int, ...]) -> dict[str, Any]:
+    """The task's data options with defaults, checked by the catalog's rules (networks not made by `partc check`)."""
     for key, value in spec.args.items():
         problem = check_option(key, value)
         if problem:
-            raise DataError(f"data source '{spec.source}': {problem}", spec.loc)
+            raise DataError(f"data source '{spec.source}': {problem}, got {value_text(value)}", spec.loc)
+    combination = check_combination(SOURCES[spec.source], spec.args, shape)
+    if combination is not None:
+        raise DataError(f"data source '{spec.source}': {combination[1]}", spec.loc, combination[2])
     return OPTION_DEFAULTS | spec.args
 
 

@@ -1,4 +1,4 @@
-"""Stage 1, the language: spec text -> AST."""
+"""Stage 1, the language: spec text -> AST (`parse`), and AST -> spec text (`printer`)."""
 
 from partc.language.parser import parse, read_spec
 

@@ -12,6 +12,26 @@ from typing import Any
 from partc.errors import Location
 
 
+class Float(float):
+    """A float literal that remembers how the spec wrote it, so the printer writes `2e-3` back, not `0.002`."""
+
+    __slots__ = ("text",)
+
+    def __new__(cls, text: str):
+        value = super().__new__(cls, text)
+        value.text = text
+        return value
+
+    def __neg__(self) -> Float:
+        return Float(self.text[1:] if self.text.startswith("-") else "-" + self.text)
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def __reduce__(self):  # pickles (and deep-copies) as a plain float: no partc class in a checkpoint
+        return (float, (float(self),))
+
+
 @dataclass(frozen=True)
 class Range:
     """`lo..hi`, inclusive on both ends (as written: `classes=0..9`)."""
@@ -90,8 +110,15 @@ class PathItem:
     kind: str  # "random" (all levels not given), "explicit", "level_random"
     level: str | None
     count: int | None
-    indices: list[int] | None
+    items: list[int | Range] | None  # explicit indices as written: 3 or 5..7
     loc: Location
+
+    @property
+    def indices(self) -> list[int] | None:
+        """The explicit indices, ranges expanded."""
+        if self.items is None:
+            return None
+        return [i for item in self.items for i in (item.values() if isinstance(item, Range) else [item])]
 
 
 @dataclass

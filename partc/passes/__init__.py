@@ -1,35 +1,54 @@
-"""Stage 2, checking: AST -> IR (`check`), through the passes in `PASSES`.
+"""Stage 2, checking: AST -> checked IR (`check`), through the passes in `PASSES`, in order.
 
-Each pass is a plain function over the IR that returns the errors it found;
-errors of one pass are reported together and stop the pipeline there.
+Every pass is a plain function `pass(net, tree) -> [errors]` over the IR,
+one concern each, one per file. The first builds the IR's tables from the
+AST into an empty `Network`; the others refine it. A pass's errors are
+reported together and stop the pipeline there. `check(tree, verify=True)`
+also runs `verify` after every pass that built the graph (the tests do).
 """
 
 from __future__ import annotations
 
-from partc.errors import raise_collected
+from collections.abc import Callable
+
+from partc.errors import PartError, raise_collected
 from partc.ir import Network
 from partc.language import ast
+from partc.passes.constraints import check_constraints
+from partc.passes.fingerprint import fingerprint
 from partc.passes.graph import build_graph, verify
-from partc.passes.paths import check_constraints, select_paths
+from partc.passes.paths import select_paths
 from partc.passes.resolve import resolve
 from partc.passes.shapes import infer_shapes
 
-# In order. resolve builds the IR tables from the AST; the rest refine them.
-PASSES = [
-    ("select_paths", lambda net, tree: select_paths(net, tree)),
-    ("check_constraints", lambda net, tree: check_constraints(net)),
-    ("infer_shapes", lambda net, tree: infer_shapes(net)),
-    ("build_graph", lambda net, tree: build_graph(net)),
+Pass = Callable[[Network, ast.Network], list[PartError]]
+
+PASSES: list[tuple[str, Pass]] = [
+    ("resolve", resolve),  # names, values, templates bound: the IR's tables
+    ("select_paths", select_paths),  # explicit and seeded random routes
+    ("check_constraints", check_constraints),  # share / private hold on the routes
+    ("infer_shapes", infer_shapes),  # shapes and parameter counts
+    ("build_graph", build_graph),  # the networkx graph every later stage reads
+    ("fingerprint", fingerprint),  # the hash of the network's meaning
 ]
 
 
-def check(tree: ast.Network) -> Network:
-    """Run every pass; raise the first failing pass's errors together."""
-    net, errors = resolve(tree)
-    raise_collected(errors)
-    for _name, run_pass in PASSES:
+class VerifyError(AssertionError):
+    """An IR invariant broke after a pass: a bug in partc, never a user error."""
+
+
+def check(tree: ast.Network, *, verify_each: bool = False, until: str | None = None) -> Network:
+    """Run the passes in order (up to and including `until`); raise the first failing pass's errors together."""
+    net = Network(tree.name, tree.file, tree.source)
+    for name, run_pass in PASSES:
         raise_collected(run_pass(net, tree))
+        if verify_each and net.graph.number_of_nodes():
+            problems = verify(net)
+            if problems:
+                raise VerifyError(f"after pass {name}: " + "; ".join(problems[:5]))
+        if name == until:
+            break
     return net
 
 
-__all__ = ["PASSES", "check", "verify"]
+__all__ = ["PASSES", "VerifyError", "check", "verify"]

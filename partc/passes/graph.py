@@ -1,4 +1,4 @@
-"""Pass 5, lowering to the graph: the networkx.DiGraph every later stage reads.
+"""Pass build_graph, lowering to the graph: the networkx.DiGraph every later stage reads.
 
 Nodes: `input:NAME`, `stem:TASK`, `LEVEL[i]`, `LEVEL:sum`, `head:TASK`.
 Each edge's `tasks` is the set of tasks flowing along it; each node's
@@ -13,10 +13,11 @@ import networkx as nx
 
 from partc.errors import PartError
 from partc.ir import Network
+from partc.language import ast
 
 
-def build_graph(net: Network) -> list[PartError]:
-    g = nx.DiGraph(name=net.name, spec_hash=net.spec_hash)
+def build_graph(net: Network, tree: ast.Network) -> list[PartError]:
+    g = nx.DiGraph(name=net.name)
     # Collect each edge's tasks first and add the edges once at the end:
     # a large spec has hundreds of thousands of (edge, task) pairs.
     edge_tasks: dict[tuple[str, str], set[str]] = defaultdict(set)

@@ -1,4 +1,4 @@
-"""Pass 4, shape inference: every layer, segment, level, stem and head.
+"""Pass infer_shapes: every layer, segment, level, stem and head.
 
 Rules: every segment of a level maps the level's input shape to the same
 output shape; a residual level keeps its shape; a task's stem maps the
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from partc.errors import PartError, SpecError
 from partc.ir import Layer, Network
-from partc.layers import PRIMITIVES, ShapeError
+from partc.language import ast
+from partc.language.printer import group_text
+from partc.layers import PRIMITIVES, ShapeError, output_shape
 
 
 def run_layers(layers: list[Layer], shape: tuple[int, ...], errors: list[PartError], where: str) -> tuple[int, ...] | None:
@@ -18,9 +20,9 @@ def run_layers(layers: list[Layer], shape: tuple[int, ...], errors: list[PartErr
     for layer in layers:
         prim = PRIMITIVES[layer.op]
         try:
-            out = prim.shape(shape, layer.args)
+            out = output_shape(prim, shape, layer.args)
         except ShapeError as e:
-            errors.append(SpecError(f"{e} (in {where})", layer.loc, e.hint))
+            errors.append(SpecError(f"{e.message} (in {where})", layer.loc, e.hint))
             return None
         layer.in_shape, layer.shape, layer.params = shape, tuple(out), prim.count(shape, layer.args)
         shape = tuple(out)
@@ -38,7 +40,7 @@ def _stem_example(source: tuple[int, ...], trunk: tuple[int, ...]) -> str:
     return f", e.g. stem {{ conv({c}, k=3, pad=1{f', stride={stride}' if stride > 1 else ''}) }}"
 
 
-def infer_shapes(net: Network) -> list[PartError]:
+def infer_shapes(net: Network, tree: ast.Network) -> list[PartError]:
     errors: list[PartError] = []
     if not net.inputs:
         return errors
@@ -48,7 +50,7 @@ def infer_shapes(net: Network) -> list[PartError]:
         level.in_shape = shape
         outs = []
         for g in level.groups:
-            out = run_layers(g.layers, shape, errors, f"level '{level.name}', {g.describe()}")
+            out = run_layers(g.layers, shape, errors, f"level '{level.name}', {group_text(g)}")
             g.params = sum(layer.params for layer in g.layers)
             outs.append((g, out))
         if any(out is None for _, out in outs):
@@ -57,8 +59,8 @@ def infer_shapes(net: Network) -> list[PartError]:
         for g, out in outs[1:]:
             if out != first:
                 errors.append(SpecError(
-                    f"segments of level '{level.name}' disagree in shape: {first_group.describe()} gives "
-                    f"{list(first)}, {g.describe()} gives {list(out)}", g.loc,
+                    f"segments of level '{level.name}' disagree in shape: {group_text(first_group)} gives "
+                    f"{list(first)}, {group_text(g)} gives {list(out)}", g.loc,
                     "every segment of a level must map its input to the same shape"))
                 return errors
         if level.residual and first != shape:

@@ -25,9 +25,9 @@ from partc.report import figures
 from partc.report.analysis import cka_by_level, transfer
 from partc.report.evaldata import RANDOM_PROBE, EvalData, build_probes, load_test_data
 from partc.report.html import FIGURE_TEXT, render_html
-from partc.report.results import baseline_comparison, read_run_info, run_results
+from partc.report.results import baseline_comparison, run_results
 from partc.report.structure import structure
-from partc.run import load_checkpoint, load_run_network, load_trained_model, run_paths
+from partc.run import load_checkpoint, load_run_network, load_trained_model, read_info, run_paths
 
 REPORT_FORMAT = "partc-report/1"
 
@@ -106,9 +106,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path, *, baseline: str | Pa
     torch_device = pick_device(device)  # the rules of `partc train --device`; refused before anything is written
     problems: list[str] = []
 
-    info, found = read_run_info(run_dir)
+    info, found = read_info(run_dir)
     problems += found
-    if info.get("spec_hash") not in (None, net.spec_hash):
+    if info.get("spec_hash") is not None and not net.matches_hash(info["spec_hash"]):
         problems.append(f"run.json names spec hash {info['spec_hash']}, but spec.part hashes to {net.spec_hash}")
 
     data: dict[str, Any] = {"format": REPORT_FORMAT, "run": str(run_dir), "network": net.name,
@@ -123,7 +123,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path, *, baseline: str | Pa
 
     baseline_dir = _baseline_dir(run_dir, baseline, info)
     if baseline_dir is not None:
-        data["baseline"], found = baseline_comparison(results, baseline_dir, tasks, net.spec_hash)
+        data["baseline"], found = baseline_comparison(results, baseline_dir, tasks, net)
         problems += found
 
     data["summary"] = summarise(data)
@@ -148,7 +148,7 @@ def _analyse(net: Network, run_dir: Path, data: dict[str, Any], problems: list[s
     data["checkpoint"] = {"file": str(run_paths(run_dir)["last"]), "epoch": state.get("epoch")}
     init_state = None
     try:
-        init_state = load_checkpoint(run_paths(run_dir)["init"], net.spec_hash)["model"]
+        init_state = load_checkpoint(run_paths(run_dir)["init"], net)["model"]
     except (PartError, KeyError) as e:
         problems.append(f"initial weights unavailable, no transfer: {getattr(e, 'message', e)}")
 

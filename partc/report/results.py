@@ -1,6 +1,6 @@
 """Report, results: per-task accuracy and learning curves from the run's files.
 
-Reads only what `partc train` wrote (through `partc.run`): results.json for
+Reads only what `partc train` wrote, through `partc.run`: results.json for
 the final test table, metrics.jsonl for the curves (and for the test table
 when results.json is missing). Missing or damaged files become entries of a
 `problems` list; whatever can still be read is returned.
@@ -8,27 +8,13 @@ when results.json is missing). Missing or damaged files become entries of a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from partc.run import read_metrics, run_paths
+from partc.ir import Network
+from partc.run import read_info, read_metrics, read_results, run_paths
 
 METRIC_KEYS = ("loss", "top1", "top5", "samples")
-
-
-def read_run_info(run_dir: str | Path) -> tuple[dict[str, Any], list[str]]:
-    """run.json as a dict, and problems."""
-    path = run_paths(run_dir)["info"]
-    if not path.is_file():
-        return {}, [f"{path} is missing"]
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return {}, [f"{path} is not valid JSON ({e})"]
-    if not isinstance(info, dict):
-        return {}, [f"{path} is not a JSON object"]
-    return info, []
 
 
 def _number(value: Any) -> float | int | None:
@@ -43,19 +29,14 @@ def _pick(row: dict[str, Any]) -> dict[str, float | None]:
 
 def final_results(run_dir: str | Path, rows: list[dict[str, Any]], tasks: list[str]) -> tuple[dict[str, Any], list[str]]:
     """Each task's test metrics: results.json when readable, else the last test epoch of metrics.jsonl."""
-    problems: list[str] = []
-    path = run_paths(run_dir)["results"]
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            per_task = data["tasks"]
-            found = {t: _pick(per_task[t]) for t in tasks if isinstance(per_task.get(t), dict)}
-            if found:
-                epoch = data.get("epoch") if isinstance(data.get("epoch"), int) else None
-                return _with_mean({"source": "results.json", "epoch": epoch, "tasks": found}), problems
-            problems.append(f"{path} has none of the network's tasks")
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
-            problems.append(f"{path} is damaged ({type(e).__name__}); using metrics.jsonl")
+    data, problems = read_results(run_dir)
+    if data is not None:
+        per_task = data["tasks"]
+        found = {t: _pick(per_task[t]) for t in tasks if isinstance(per_task.get(t), dict)}
+        if found:
+            epoch = data.get("epoch") if isinstance(data.get("epoch"), int) else None
+            return _with_mean({"source": "results.json", "epoch": epoch, "tasks": found}), problems
+        problems.append(f"{run_paths(run_dir)['results']} has none of the network's tasks")
     test_rows = [r for r in rows if r.get("split") == "test" and r.get("task") in tasks]
     if not test_rows:
         if rows or not problems:
@@ -100,7 +81,7 @@ def run_results(run_dir: str | Path, tasks: list[str]) -> tuple[dict[str, Any], 
 
 
 def baseline_comparison(results: dict[str, Any], baseline_dir: str | Path, tasks: list[str],
-                        spec_hash: str | None = None) -> tuple[dict | None, list[str]]:
+                        net: Network | None = None) -> tuple[dict | None, list[str]]:
     """Test top-1 of each task here versus in a run without sharing (difference = here - baseline)."""
     baseline_dir = Path(baseline_dir)
     if not baseline_dir.is_dir():
@@ -118,9 +99,9 @@ def baseline_comparison(results: dict[str, Any], baseline_dir: str | Path, tasks
     else:
         # The baseline only lends its final test table; its metrics file matters only when that table is missing.
         problems = [f"baseline: {p}" for p in (more if base["source"] == "results.json" else problems + more)]
-    info, _ = read_run_info(baseline_dir)
+    info, _ = read_info(baseline_dir)
     source_hash = info.get("source_spec_hash")
-    if spec_hash is not None and source_hash not in (None, spec_hash):
+    if net is not None and source_hash is not None and not net.matches_hash(source_hash):
         problems.append(f"baseline '{baseline_dir}' was made from another spec (spec hash {source_hash}, "
-                        f"this run's is {spec_hash})")
+                        f"this run's is {net.spec_hash})")
     return {"run": str(baseline_dir), "source": base["source"], "tasks": compared}, problems

@@ -1,9 +1,9 @@
 """Train stage, settings: the spec's `train { }` block plus CLI overrides -> `TrainConfig`.
 
-The checker (`partc.passes.resolve`) already knows which settings exist and
-their basic types; this module gives them defaults, checks the arguments of
-`optimizer` and `schedule` (which the checker keeps as plain calls), and
-turns them into a torch optimizer and a per-epoch learning-rate factor.
+The checker validated every setting against `partc.train.settings`; this
+module fills in defaults from the same table, applies command-line
+overrides, and turns the result into a torch optimizer and a per-epoch
+learning-rate factor.
 
 The schedule is a pure function of the epoch index, not a torch scheduler
 object: resuming then needs no scheduler state, and the lr of epoch k is
@@ -18,17 +18,8 @@ from typing import Any
 
 import torch
 
-from partc.errors import SpecError
 from partc.ir import Network
-
-DEFAULT_LR = 1e-3
-
-# Keyword arguments each optimizer accepts, with their torch names.
-OPTIMIZER_KWARGS = {
-    "adam": ("lr", "weight_decay", "betas", "eps"),
-    "adamw": ("lr", "weight_decay", "betas", "eps"),
-    "sgd": ("lr", "weight_decay", "momentum", "nesterov", "dampening"),
-}
+from partc.train.settings import DEFAULT_GAMMA, DEFAULT_LR, OPTIMIZERS, SCHEDULES, call_arguments, setting_value
 
 
 @dataclass(frozen=True)
@@ -74,92 +65,32 @@ class TrainConfig:
 
 
 def resolve_config(net: Network, *, epochs: int | None = None, mode: str | None = None) -> TrainConfig:
-    """The spec's train block with defaults filled in and CLI overrides applied."""
+    """The spec's train block (checked by `partc check`) with defaults filled in and CLI overrides applied.
+
+    Nothing here can refuse a checked spec: the values were validated against
+    `partc.train.settings` at check time; this only converts them.
+    """
     t = net.train
-    loc = net.train_locs.get
-    opt_name, opt_kwargs = _optimizer(t.get("optimizer"), loc("optimizer"))
-    schedule, milestones, gamma = _schedule(t.get("schedule", "constant"), loc("schedule"))
-    cfg = TrainConfig(
-        epochs=epochs if epochs is not None else t.get("epochs", 10),
-        batch=t.get("batch", 32),
+    opt_name, opt_kwargs = call_arguments(setting_value(t, "optimizer"), OPTIMIZERS)
+    opt_kwargs = {k: tuple(float(b) for b in v) if k == "betas" else v if isinstance(v, bool) else float(v)
+                  for k, v in opt_kwargs.items()}
+    opt_kwargs.setdefault("lr", DEFAULT_LR)
+    schedule, schedule_kwargs = call_arguments(setting_value(t, "schedule"), SCHEDULES)
+    seed = setting_value(t, "seed")
+    return TrainConfig(
+        epochs=epochs if epochs is not None else setting_value(t, "epochs"),
+        batch=setting_value(t, "batch"),
         optimizer=opt_name,
         optimizer_kwargs=opt_kwargs,
         schedule=schedule,
-        milestones=milestones,
-        gamma=gamma,
-        mode=mode if mode is not None else t.get("mode", "fused"),
-        batchnorm=t.get("batchnorm", "per_task"),
-        steps_per_task=t.get("steps_per_task", 10),
-        epoch_policy=t.get("epoch_policy", "largest"),
-        seed=t.get("seed", net.seed),
+        milestones=tuple(sorted(schedule_kwargs.get("milestones", ()))),
+        gamma=float(schedule_kwargs.get("gamma", DEFAULT_GAMMA)),
+        mode=mode if mode is not None else setting_value(t, "mode"),
+        batchnorm=setting_value(t, "batchnorm"),
+        steps_per_task=setting_value(t, "steps_per_task"),
+        epoch_policy=setting_value(t, "epoch_policy"),
+        seed=net.seed if seed is None else seed,
     )
-    if cfg.epochs < 1:
-        raise SpecError(f"epochs must be at least 1, got {cfg.epochs}")
-    if cfg.mode not in ("fused", "interleaved"):
-        raise SpecError(f"unknown training mode '{cfg.mode}'", hint="fused or interleaved")
-    if cfg.batchnorm not in ("per_task", "joint"):
-        raise SpecError(f"unknown batchnorm setting '{cfg.batchnorm}'", hint="per_task or joint")
-    return cfg
-
-
-def _optimizer(value: Any, where) -> tuple[str, dict[str, Any]]:
-    if value is None:
-        return "adam", {"lr": DEFAULT_LR}
-    if isinstance(value, str):  # `optimizer adam`
-        value = {"name": value, "args": [], "kwargs": {}}
-    name, args, kwargs = value["name"], value["args"], dict(value["kwargs"])
-    allowed = OPTIMIZER_KWARGS[name]
-    if len(args) > 1:
-        raise SpecError(f"{name} takes at most one positional argument (lr), got {len(args)}", where,
-                        f"write {name}(lr=..., {', '.join(allowed[1:])}=...)")
-    if args:
-        if "lr" in kwargs:
-            raise SpecError(f"{name} got lr twice", where)
-        kwargs["lr"] = args[0]
-    for key, v in kwargs.items():
-        if key not in allowed:
-            raise SpecError(f"optimizer {name} has no argument '{key}'", where, f"its arguments: {', '.join(allowed)}")
-        if key == "betas":
-            if not (isinstance(v, list) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v)):
-                raise SpecError(f"{name} betas must be a list of two numbers in [0, 1), got {v!r}", where)
-            kwargs[key] = tuple(float(b) for b in v)
-        elif key == "nesterov":
-            if not isinstance(v, bool):
-                raise SpecError(f"sgd nesterov must be true or false, got {v!r}", where)
-        elif not _is_number(v) or v < 0 or (key in ("lr", "eps") and v == 0):
-            raise SpecError(f"{name} {key} must be a {'positive' if key in ('lr', 'eps') else 'non-negative'} number,"
-                            f" got {v!r}", where)
-        else:
-            kwargs[key] = float(v)
-    kwargs.setdefault("lr", DEFAULT_LR)
-    return name, kwargs
-
-
-def _schedule(value: Any, where) -> tuple[str, tuple[int, ...], float]:
-    if isinstance(value, str):
-        value = {"name": value, "args": [], "kwargs": {}}
-    name, args, kwargs = value["name"], value["args"], value["kwargs"]
-    if name in ("constant", "cosine"):
-        if args or kwargs:
-            raise SpecError(f"schedule {name} takes no arguments", where, f"write 'schedule {name}'")
-        return name, (), 0.1
-    # step([milestones], gamma=0.1)
-    milestones = args[0] if args else kwargs.get("milestones")
-    unknown = set(kwargs) - {"milestones", "gamma"}
-    if unknown or len(args) > 1:
-        raise SpecError("schedule step takes a list of epochs and gamma", where, "write step([20, 30], gamma=0.5)")
-    if not (isinstance(milestones, list) and milestones
-            and all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in milestones)):
-        raise SpecError(f"schedule step needs a list of positive epoch numbers, got {milestones!r}", where,
-                        "write step([20, 30], gamma=0.5)")
-    gamma = kwargs.get("gamma", 0.1)
-    if not _is_number(gamma) or gamma <= 0:
-        raise SpecError(f"schedule step gamma must be a positive number, got {gamma!r}", where)
-    return "step", tuple(sorted(milestones)), float(gamma)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def build_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter], extra: dict[str, Any] | None = None):

@@ -1,8 +1,9 @@
 """Train stage, model FLOPs counted from the IR (for throughput and utilisation figures).
 
-Only convolutions and linear layers count, 2 FLOPs per multiply-add, the
-usual convention for model FLOPs utilisation; normalisation, activations,
-pooling and the level sums are a rounding error beside them. Training is
+Multiply-adds per layer come from the layer table (`partc.layers`, each
+entry's `macs`): convolutions and linear layers; normalisation, activations,
+pooling and the level sums are a rounding error beside them. 2 FLOPs per
+multiply-add, the usual convention for model FLOPs utilisation. Training is
 taken as 3x the forward pass (forward, plus backward for inputs and for
 weights).
 """
@@ -10,18 +11,13 @@ weights).
 from __future__ import annotations
 
 from partc.ir import Layer, Network
+from partc.layers import PRIMITIVES
 
 TRAIN_FACTOR = 3
 
 
 def layer_macs(layer: Layer) -> int:
-    if layer.op == "conv":
-        out_c, oh, ow = layer.shape
-        in_c = layer.in_shape[0]
-        return out_c * (in_c // layer.args["groups"]) * layer.args["k"] ** 2 * oh * ow
-    if layer.op == "linear":
-        return layer.in_shape[0] * layer.shape[0]
-    return 0
+    return PRIMITIVES[layer.op].macs(layer.in_shape, layer.shape, layer.args)
 
 
 def task_forward_flops(net: Network, task: str) -> int:

@@ -8,7 +8,7 @@ are dropped (nothing is shared any more). Every task keeps exactly its
 layers and parameter count, so the baseline differs from the original
 only in sharing.
 
-The product is spec *text* (printed from the AST), not just a modified
+The product is spec *text* (printed from the checked network), not just a modified
 IR: a baseline run then stores a normal spec.part, and export, serve and
 report read it like any other run.
 """
@@ -16,10 +16,10 @@ report read it like any other run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from partc.ir import Network
-from partc.language import ast, parse
+from partc.data.catalog import SOURCES
+from partc.ir import Network, Task
+from partc.language.printer import group_text, layer_text, shape_text, value_text
 
 SUFFIX = "_nosharing"
 
@@ -34,42 +34,42 @@ def unshare(net: Network) -> Network:
 
 
 def unshared_spec(net: Network) -> str:
-    tree = parse(net.source, net.file)
+    """The baseline's spec text, printed from the checked network (its templates, levels, tasks, train block)."""
     tasks = list(net.tasks)
-    new_paths: dict[str, dict[str, tuple[int, int]]] = {t: {} for t in tasks}
     lines = [
         f"# No-sharing baseline of '{net.name}' (spec hash {net.spec_hash}), written by",
         "# 'partc train --no-sharing': every task has private copies of its path's segments.",
         f"network {net.name}{SUFFIX} {{",
     ]
-    lines += [f"  input {i.name}: {i.dtype}[{', '.join(map(str, i.shape))}]" for i in tree.inputs]
+    lines += [f"  input {i.name}: {i.dtype}{shape_text(i.shape)}" for i in net.inputs.values()]
     lines.append(f"  seed {net.seed}")
-    for seg in tree.segments:
-        params = f"({', '.join(seg.params)})" if seg.params else ""
-        lines.append(f"  segment {seg.name}{params} {_block(seg.layers)}")
-    for level_def, level in zip(tree.levels, net.levels):
+    for template in net.templates.values():
+        params = f"({', '.join(template.params)})" if template.params else ""
+        lines.append(f"  segment {template.name}{params} {{ {'; '.join(layer.written for layer in template.layers)} }}")
+    new_paths: dict[str, dict[str, tuple[int, int]]] = {t: {} for t in tasks}
+    for level in net.levels:
         kinds = []  # group index of each new segment, task by task
         for t in tasks:
             start = len(kinds)
             kinds += [_group_index(level, i) for i in net.tasks[t].path[level.name]]
             new_paths[t][level.name] = (start, len(kinds) - 1)
-        groups = []
+        groups: list[list[int]] = []
         for g in kinds:
             if groups and groups[-1][0] == g:
                 groups[-1][1] += 1
             else:
                 groups.append([g, 1])
-        text = " + ".join(f"{count} x {_call(level_def.groups[g].template)}" for g, count in groups)
-        if level_def.residual:
+        text = " + ".join(f"{count} x {group_text(level.groups[g])}" for g, count in groups)
+        if level.residual:
             text += " residual"
-        if level_def.then:
-            text += " then " + ", ".join(_call(c) for c in level_def.then)
+        if level.then:
+            text += " then " + ", ".join(layer_text(layer) for layer in level.then)
         lines.append(f"  level {level.name} = {text}")
-    for task_def in tree.tasks:
-        lines += _task(task_def, new_paths[task_def.name])
-    if tree.train:
+    for name, task in net.tasks.items():
+        lines += _task(net, task, new_paths[name])
+    if net.train:
         lines.append("  train {")
-        lines += [f"    {s.name} {_value(s.value)}" for s in tree.train]
+        lines += [f"    {key} {value_text(value)}" for key, value in net.train.items()]
         lines.append("  }")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -83,53 +83,26 @@ def _group_index(level, index: int) -> int:
     raise IndexError(index)
 
 
-def _task(t: ast.TaskDef, path: dict[str, tuple[int, int]]) -> list[str]:
-    out = [f"  task {t.name} {{"]
-    if t.input is not None:
-        out.append(f"    input {t.input[0]}")
-    if isinstance(t.stem, ast.Call):
-        out.append(f"    stem {_call(t.stem)}")
-    elif t.stem is not None:
-        out.append(f"    stem {_block(t.stem)}")
-    if t.data is not None:
-        out.append(f"    data {_call(t.data)}")
-    if t.classes is not None:
-        out.append(f"    classes {_value(t.classes.value)}")
-    if t.head is not None:
-        out.append(f"    head {_block(t.head)}")
-    out += [f"    {key} {_value(arg.value)}" for key, arg in t.settings.items()]
+def _task(net: Network, task: Task, path: dict[str, tuple[int, int]]) -> list[str]:
+    out = [f"  task {task.name} {{"]
+    if task.input != net.trunk_input.name:
+        out.append(f"    input {task.input}")
+    if task.stem_group is not None:
+        out.append(f"    stem {group_text(task.stem_group)}")
+    elif task.stem is not None:
+        out.append(f"    stem {{ {'; '.join(layer_text(layer) for layer in task.stem)} }}")
+    source = SOURCES[task.data.source]
+    args = [value_text(task.data.args[p]) for p in source.positional]
+    args += [f"{k}={value_text(v)}" for k, v in task.data.args.items() if k not in source.positional]
+    out.append(f"    data {task.data.source}({', '.join(args)})" if args else f"    data {task.data.source}")
+    if task.classes_value is not None:
+        out.append(f"    classes {value_text(task.classes_value)}")
+    if task.head_written:
+        out.append(f"    head {{ {'; '.join(layer_text(layer) for layer in task.head[:task.head_written])} }}")
+    for key in ("weight", "sampling"):
+        if getattr(task, key) != 1.0:
+            out.append(f"    {key} {value_text(getattr(task, key))}")
     items = [f"{level}[{a}..{b}]" if b > a else f"{level}[{a}]" for level, (a, b) in path.items()]
     out.append(f"    path {' '.join(items)}")
     out.append("  }")
     return out
-
-
-def _block(layers: list[ast.Call]) -> str:
-    return "{ " + "; ".join(_call(c) for c in layers) + " }"
-
-
-def _call(c: ast.Call) -> str:
-    if not c.args:
-        return c.name
-    args = [_value(a.value) if a.name is None else f"{a.name}={_value(a.value)}" for a in c.args]
-    return f"{c.name}({', '.join(args)})"
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return repr(v)
-    if isinstance(v, str):
-        return f'"{v}"'
-    if isinstance(v, list):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    if isinstance(v, ast.Range):
-        return f"{v.lo}..{v.hi}"
-    if isinstance(v, ast.Ref):
-        return v.name
-    if isinstance(v, ast.Call):
-        return _call(v)
-    raise TypeError(f"cannot print spec value {v!r}")  # a bug: the parser makes no other value

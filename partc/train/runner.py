@@ -10,8 +10,6 @@ metrics.jsonl on resume.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,13 +18,20 @@ from typing import Any
 from partc.errors import CheckpointError, TrainError
 from partc.ir import Network
 from partc.run import (
-    atomic_write_bytes,
-    atomic_write_text,
+    append_metrics,
     epoch_checkpoint,
+    keep_metrics_until,
     load_checkpoint,
+    point_last,
+    prune_checkpoints,
     read_metrics,
+    remove_temp_files,
+    require_info,
     run_paths,
     save_checkpoint,
+    write_info,
+    write_results,
+    write_spec,
 )
 from partc.train.config import TrainConfig, resolve_config
 from partc.train.device import Runtime, pick_device
@@ -86,23 +91,22 @@ def _open_run(out: Path, net: Network, source: Network, trainer: Trainer, state:
     if state is not None:
         trainer.load_state_dict(state, str(paths["last"]))
         start = int(state["epoch"])
-        _drop_metrics_after(out, start)
-        _remove_temp_files(paths["checkpoints"])
-        previous = json.loads(paths["info"].read_text(encoding="utf-8"))
-        info = {**previous, "epochs": cfg.epochs, "device": str(trainer.runtime.device)}
+        keep_metrics_until(out, start)
+        remove_temp_files(out)
+        info = {**require_info(out), "epochs": cfg.epochs, "device": str(trainer.runtime.device)}
     else:
         start = 0
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(paths["spec"], net.source)
+        write_spec(out, net.source)
         save_checkpoint(paths["init"], _checkpoint(net, trainer, 0))
-        _point_last(paths, paths["init"])
-    atomic_write_text(paths["info"], json.dumps(info, indent=2, sort_keys=True) + "\n")
+        point_last(out, paths["init"])
+    write_info(out, info)
     return start
 
 
 def _train_epochs(out: Path, net: Network, trainer: Trainer, start: int, quiet: bool) -> None:
     """Epochs start+1..epochs: train, evaluate, metrics rows, checkpoint, last.pt, pruning."""
-    epochs, paths = trainer.cfg.epochs, run_paths(out)
+    epochs = trainer.cfg.epochs
     progress = Progress(max(0, epochs - start) * trainer.steps_per_epoch_total, quiet=quiet)
 
     def say(text: str) -> None:
@@ -121,9 +125,9 @@ def _train_epochs(out: Path, net: Network, trainer: Trainer, start: int, quiet: 
                     for t, m in train_metrics.items()]
             for (t, split), m in _timed_eval(trainer).items():
                 rows.append({"epoch": epoch, "task": t, "split": split, **m})
-            _append_metrics(out, rows)
+            append_metrics(out, rows)
             save_checkpoint(epoch_checkpoint(out, epoch), _checkpoint(net, trainer, epoch))
-            _point_last(paths, epoch_checkpoint(out, epoch))
+            point_last(out, epoch_checkpoint(out, epoch))
             _prune(out, epoch)
             say(_epoch_line(epoch, epochs, rows, time.perf_counter() - began))
     finally:
@@ -132,12 +136,10 @@ def _train_epochs(out: Path, net: Network, trainer: Trainer, start: int, quiet: 
 
 def _finish(out: Path, net: Network, epochs: int, no_sharing: bool, quiet: bool) -> dict:
     """results.json and results.md from metrics.jsonl; the table on stdout."""
-    paths = run_paths(out)
     rows, _problems = read_metrics(out)
     results = build_results(net, rows, epochs, no_sharing=no_sharing)
     table = results_table(results)
-    atomic_write_text(paths["results"], json.dumps(results, indent=2) + "\n")
-    atomic_write_text(paths["results_md"], table)
+    write_results(out, results, table)
     if not quiet:
         sys.stdout.write(table)
     return results
@@ -152,17 +154,10 @@ def _refuse_existing(out: Path) -> None:
 
 
 def _resume_checkpoint(out: Path, net: Network, no_sharing: bool) -> dict:
-    paths = run_paths(out)
     if not out.is_dir():
         raise CheckpointError(f"run directory '{out}' does not exist", hint="start a new run without --resume")
-    if not paths["info"].is_file() or not paths["spec"].is_file():
-        raise CheckpointError(f"'{out}' is not a partc run (run.json or spec.part is missing)",
-                              hint="pass the --out folder of an earlier 'partc train' run")
-    try:
-        info = json.loads(paths["info"].read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CheckpointError(f"'{paths['info']}' is not valid JSON", hint="restore it, or start a new run") from None
-    if info.get("spec_hash") != net.spec_hash:
+    info = require_info(out)
+    if not net.matches_hash(info.get("spec_hash")):
         hint = "resume with the spec the run was started from"
         if info.get("no_sharing") and not no_sharing:
             hint = "this run is a no-sharing baseline: add --no-sharing"
@@ -170,7 +165,7 @@ def _resume_checkpoint(out: Path, net: Network, no_sharing: bool) -> dict:
             hint = "this run is not a no-sharing baseline: drop --no-sharing"
         raise CheckpointError(f"run '{out}' was trained from another spec (spec hash {info.get('spec_hash')}, "
                               f"this spec {net.spec_hash})", hint=hint)
-    return load_checkpoint(paths["last"], net.spec_hash)
+    return load_checkpoint(run_paths(out)["last"], net)
 
 
 def _resume_config(state: dict, epochs: int | None, mode: str | None, where: Path) -> TrainConfig:
@@ -192,60 +187,14 @@ def _checkpoint(net: Network, trainer: Trainer, epoch: int) -> dict:
             **trainer.state_dict()}
 
 
-def _point_last(paths: dict[str, Path], target: Path) -> None:
-    """Make last.pt the same file as `target`, atomically (hard link, or a copy where links fail)."""
-    tmp = paths["last"].with_name(".last.pt.link.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(target, tmp)
-        os.replace(tmp, paths["last"])
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        atomic_write_bytes(paths["last"], target.read_bytes())
-
-
 def _prune(out: Path, epoch: int) -> None:
+    """Keep the newest epoch checkpoints and the one with the best mean validation top-1."""
     rows, _ = read_metrics(out)
     keep = set(range(epoch - KEEP_EPOCH_CHECKPOINTS + 1, epoch + 1))
     best = best_mean_val_epoch(rows)
     if best is not None:
         keep.add(best)
-    for f in run_paths(out)["checkpoints"].glob("epoch_*.pt"):
-        try:
-            number = int(f.stem.split("_")[1])
-        except (IndexError, ValueError):
-            continue
-        if number not in keep:
-            f.unlink(missing_ok=True)
-
-
-def _remove_temp_files(folder: Path) -> None:
-    """Temp files a killed writer left behind (names from partc.run.atomic_write_bytes)."""
-    for f in folder.glob(".*.tmp"):
-        f.unlink(missing_ok=True)
-
-
-def _append_metrics(out: Path, rows: list[dict]) -> None:
-    with open(run_paths(out)["metrics"], "a", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _drop_metrics_after(out: Path, epoch: int) -> None:
-    path = run_paths(out)["metrics"]
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
-        if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= epoch:
-            kept.append(line)
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
+    prune_checkpoints(out, keep)
 
 
 def _timed_eval(trainer: Trainer) -> dict:

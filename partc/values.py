@@ -1,0 +1,20 @@
+"""What counts as a whole number and as a number, for every table that validates spec values.
+
+Booleans are not numbers here (Python's `True == 1` would make `epochs
+true` train one epoch), and infinite or NaN values are not numbers at all
+(`lr=1e999` would train to NaN).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v: Any) -> bool:
+    """A finite real number."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
