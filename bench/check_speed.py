@@ -6,8 +6,9 @@ file, then times
 
 - the real command, `python -m partc check FILE` as a subprocess with its
   output sent to /dev/null (median of 3 runs), and
-- `partc.load` in-process, split by stage: parse, resolve, paths (selection
-  and constraint checks), shapes, graph; plus the summary `check` prints.
+- `partc.load` in-process, split by stage: parse, then every pass of
+  `partc.passes.PASSES` in its order; plus the summary `check` prints and
+  the IR dump.
 
 Target: the whole command under 2 seconds. Run: python3 bench/check_speed.py
 """
@@ -28,12 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.large_spec import large_spec  # noqa: E402
+from partc.ir import Network  # noqa: E402
+from partc.ir_text import dump  # noqa: E402
 from partc.language import parse  # noqa: E402
-from partc.passes.graph import build_graph  # noqa: E402
-from partc.passes.paths import check_constraints, select_paths  # noqa: E402
-from partc.passes.resolve import resolve  # noqa: E402
-from partc.passes.shapes import infer_shapes  # noqa: E402
-from partc.ir_text import dump
+from partc.passes import PASSES  # noqa: E402
 from partc.summary import summary  # noqa: E402
 
 TARGET_S = 2.0
@@ -60,11 +59,9 @@ def time_stages(text: str, file: str) -> dict[str, float]:
         return result
 
     tree = timed("parse", parse, text, file)
-    net, errors = timed("resolve", resolve, tree)
-    assert not errors, errors[0].render()
-    for name, fn, args in [("paths", select_paths, (net, tree)), ("paths", check_constraints, (net,)),
-                           ("shapes", infer_shapes, (net,)), ("graph", build_graph, (net,))]:
-        errors = timed(name, fn, *args)
+    net = Network(tree.name, tree.file, tree.source)
+    for name, run_pass in PASSES:
+        errors = timed(name, run_pass, net, tree)
         assert not errors, errors[0].render()
     timed("summary", summary, net)
     timed("dump", dump, net)

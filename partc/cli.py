@@ -61,11 +61,12 @@ def _extra_commands():
     """Commands of later stages register themselves here (compile, train, ...)."""
     from partc.codegen.cli import register as register_compile
     from partc.export.cli import register as register_export
+    from partc.fmt import register as register_fmt
     from partc.report.cli import register as register_report
     from partc.serve.cli import register as register_serve
     from partc.train.cli import register as register_train
 
-    return [register_compile, register_train, register_export, register_serve, register_report]
+    return [register_fmt, register_compile, register_train, register_export, register_serve, register_report]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 import partc
 from partc.cli import main
 from partc.errors import ErrorGroup, PartError
-from partc.passes import verify
 from partc.ir_text import dump
+from partc.passes import verify
 from partc.summary import summary
 
 from .conftest import ROOT
@@ -109,3 +109,27 @@ def test_mutated_spec_through_the_cli(tmp_path, capsys, case):
     assert code in (0, 2)
     assert "Traceback" not in err
     assert (code == 0) == (err == "")
+
+
+@FUZZ
+@given(mutated_specs())
+def test_mutated_spec_formats_faithfully(case):
+    """Whatever parses, `partc fmt` formats idempotently, and the formatted text checks to the same outcome."""
+    from partc.language import parse
+    from partc.language.printer import format_spec
+
+    _name, text = case
+    try:
+        tree = parse(text, "fuzz.part")
+    except PartError:
+        return
+    once = format_spec(tree)
+    assert format_spec(parse(once, "fuzz.part")) == once
+
+    def outcome(source: str):
+        try:
+            return partc.loads(source, "fuzz.part").spec_hash
+        except PartError as e:
+            return [err.message for err in (e.errors if isinstance(e, ErrorGroup) else [e])]
+
+    assert outcome(once) == outcome(text)

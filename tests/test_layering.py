@@ -22,7 +22,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("partc.version", "partc.errors", "partc.values", "partc.argtypes", "partc.devices", "partc.layers",
                     "partc.ir", "partc.onnxrt", "partc.data.catalog", "partc.train.settings")),
     ("language", ("partc.language",)),
-    ("check", ("partc.passes", "partc.spec", "partc.summary", "partc.dot", "partc.ir_text")),
+    ("check", ("partc.passes", "partc.spec", "partc.summary", "partc.dot", "partc.ir_text", "partc.fmt")),
     ("compile", ("partc.compiler",)),
     ("codegen", ("partc.codegen",)),
     ("data", ("partc.data",)),

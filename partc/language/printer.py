@@ -8,10 +8,10 @@ spec out canonically with its comments kept (`format_spec`).
 
 Canonical layout (idempotent: formatting formatted text changes nothing):
 two-space indents; one statement per line; spaces after commas and around
-`=` of a level, none inside brackets; a block (`task`, `train`, `segment`,
-`stem`, `head`) stays on one line when the source wrote it on one line and
-it fits in `WIDTH` columns without comments inside, and is otherwise
-written one item per line; runs of consecutive one-line `segment` and
+`=` of a level, none inside brackets; a block (`task`, `train`, `segment`)
+stays on one line when the source wrote it on one line and it fits in
+`WIDTH` columns, and is otherwise written one item per line (a `stem` or
+`head` block inside a task is one item); runs of consecutive one-line `segment` and
 `level` statements are aligned into columns, as are trailing comments of
 consecutive lines; blank lines between statements are kept (several as
 one); comments are kept verbatim, trailing or on their own line.
@@ -26,7 +26,7 @@ from partc.ir import Layer, ParamRef, SegmentGroup
 from partc.language import ast
 from partc.layers import PRIMITIVES
 
-WIDTH = 110
+WIDTH = 120
 INDENT = "  "
 
 
@@ -157,7 +157,7 @@ def constraint_text(c: ast.Constraint) -> str:
 
 
 def task_items(t: ast.TaskDef) -> list[tuple[str, ast.Location | None]]:
-    """A task's statements in canonical order (input, stem, data, classes, head, settings, path)."""
+    """A task's statements with where each is written (the printer keeps their source order)."""
     items: list[tuple[str, ast.Location | None]] = []
     if t.input is not None:
         items.append((f"input {t.input[0]}", t.input[1]))
@@ -263,8 +263,10 @@ class _Layout:
     def _blank_above(self, line: int, floor: int) -> bool:
         return line - 1 > floor and not self.src[line - 2].strip()
 
-    def _take(self, first: int, last: int, own_line: bool | None = None) -> list[Comment]:
-        taken = [c for c in self.comments if first <= c.line <= last and (own_line is None or c.own_line == own_line)]
+    def _take(self, first: int, last: int, own_line: bool | None = None, exclude: frozenset[int] = frozenset()
+              ) -> list[Comment]:
+        taken = [c for c in self.comments if first <= c.line <= last and c.line not in exclude
+                 and (own_line is None or c.own_line == own_line)]
         for c in taken:
             self.comments.remove(c)
         return taken
@@ -274,44 +276,56 @@ class _Layout:
             self.lines.append(_Line(depth, c.text, c.line, c.line, blank_before=self._blank_above(c.line, floor)))
             floor = c.line
 
-    def _statement(self, depth: int, start: int, end: int, text: str, floor: int, *, columns=None, kind: str = "") -> int:
+    def _statement(self, depth: int, start: int, end: int, text: str, floor: int, *, columns=None, kind: str = "",
+                   later: frozenset[int] = frozenset()) -> int:
+        """One output line. A trailing comment on a line where a later statement starts is that statement's."""
         self._comments_above(start, depth, floor)
-        trailing = " ".join(c.text for c in self._take(start, end))
+        trailing = " ".join(c.text for c in self._take(start, end, exclude=later))
         self.lines.append(_Line(depth, text, start, end, columns=columns, kind=kind, comment=trailing,
                                 blank_before=self._blank_above(start, floor)))
         return end
 
-    def _block(self, depth: int, start: int, header: str, items: list[tuple[str, int, int]], floor: int,
-               columns: tuple[str, ...] | None = None, kind: str = "") -> int:
+    def _block(self, depth: int, start: int, header: str, items: list[tuple[str, tuple[int, int]]], floor: int,
+               columns: tuple[str, ...] | None = None, kind: str = "", separator: str = "; ",
+               later: frozenset[int] = frozenset()) -> int:
         """`header { items }`: one line when the source had it on one line and it fits, else one item per line.
 
         A comment inside braces runs to the end of its line, so a block the
         source wrote on one line holds none: only a trailing one after it.
+        Items keep their source order.
         """
         end = self._end_line(start)
-        one = f"{header} {{ {'; '.join(text for text, _, _ in items)} }}" if items else f"{header} {{ }}"
+        items = sorted(items, key=lambda item: item[1])
+        texts = [text.removesuffix(";") for text, _ in items]
+        one = f"{header} {{ {separator.join(texts)} }}" if items else f"{header} {{ }}"
         if end == start and len(INDENT * depth + one) <= WIDTH:
-            return self._statement(depth, start, end, one, floor, columns=columns, kind=kind)
+            return self._statement(depth, start, end, one, floor, columns=columns, kind=kind, later=later)
         self._comments_above(start, depth, floor)
-        trailing = " ".join(c.text for c in self._take(start, start, own_line=False))
+        starts = [max(line, start + 1) if line else 0 for _, (line, _) in items]
+        trailing = " ".join(c.text for c in self._take(start, start, own_line=False, exclude=frozenset(starts)))
         self.lines.append(_Line(depth, f"{header} {{", start, start, comment=trailing,
                                 blank_before=self._blank_above(start, floor)))
         inner = start
-        for text, first, last in sorted(items, key=lambda item: item[1]):
-            inner = self._statement(depth + 1, max(first, inner + 1), max(last, first, inner + 1), text, inner)
+        for k, (text, _) in enumerate(items):
+            line = max(starts[k], inner + 1)
+            inner = self._statement(depth + 1, line, line, text, inner, later=frozenset(starts[k + 1:]))
         self._comments_above(end, depth + 1, inner)
-        leftover = " ".join(c.text for c in self._take(start + 1, end))  # trailing comments no item claimed
+        leftover = " ".join(c.text for c in self._take(start + 1, end, exclude=later))  # trailing, no item's
         self.lines.append(_Line(depth, "}", end, end, comment=leftover))
         return end
 
     def render(self, tree: ast.Network) -> str:
         top = tree.loc.line
         self._comments_above(top, 0, 0)
-        trailing = " ".join(c.text for c in self._take(top, top, own_line=False))
-        self.lines.append(_Line(0, f"network {tree.name} {{", top, top, comment=trailing))
+        above = self.lines[-1].last if self.lines else 0
+        statements = _statements(tree)
+        starts = [_start_line(kind, node) for kind, node in statements]
+        trailing = " ".join(c.text for c in self._take(top, top, own_line=False, exclude=frozenset(starts)))
+        self.lines.append(_Line(0, f"network {tree.name} {{", top, top, comment=trailing,
+                                blank_before=self._blank_above(top, above)))
         floor = top
-        for kind, node in _statements(tree):
-            floor = self._top_statement(kind, node, floor)
+        for k, (kind, node) in enumerate(statements):
+            floor = self._top_statement(kind, node, floor, frozenset(starts[k + 1:]))
         end = max(self._end_line(top), floor)
         self._comments_above(end, 1, floor)
         trailing = " ".join(c.text for c in self._take(floor + 1, end, own_line=False))
@@ -321,36 +335,41 @@ class _Layout:
             end = c.line
         return _join(self.lines)
 
-    def _top_statement(self, kind: str, node: Any, floor: int) -> int:
+    def _top_statement(self, kind: str, node: Any, floor: int, later: frozenset[int]) -> int:
+        line = _start_line(kind, node)
         if kind == "input":
-            return self._statement(1, node.loc.line, node.loc.line, input_text(node), floor)
+            return self._statement(1, line, line, input_text(node), floor, later=later)
         if kind == "seed":
-            value, loc = node
-            return self._statement(1, loc.line, loc.line, f"seed {value}", floor)
+            return self._statement(1, line, line, f"seed {node[0]}", floor, later=later)
         if kind == "segment":
-            head, items = segment_head(node), [_item(call_text(c), c.loc) for c in node.layers]
-            return self._block(1, node.loc.line, head, items, floor, columns=(head, block_text(node.layers)),
-                               kind="segment")
+            head = segment_head(node)
+            # layers need ';' between them, also one per line
+            items = [_item(call_text(c) + (";" if i < len(node.layers) - 1 else ""), c.loc)
+                     for i, c in enumerate(node.layers)]
+            return self._block(1, line, head, items, floor, columns=(head, block_text(node.layers)), kind="segment",
+                               later=later)
         if kind == "level":
-            line = node.loc.line
             end = max([line] + [g.loc.line for g in node.groups] + [c.loc.line for c in node.then])
             parts = level_parts(node)
-            return self._statement(1, line, end, " ".join(p for p in parts if p), floor, columns=parts, kind="level")
+            return self._statement(1, line, end, " ".join(p for p in parts if p), floor, columns=parts, kind="level",
+                                   later=later)
         if kind == "task":
             items = [_item(text, loc) for text, loc in task_items(node)]
-            return self._block(1, node.loc.line, f"task {node.name}", items, floor)
+            return self._block(1, line, f"task {node.name}", items, floor, separator=" ", later=later)
         if kind == "constraint":
-            return self._statement(1, node.loc.line, node.loc.line, constraint_text(node), floor)
+            return self._statement(1, line, line, constraint_text(node), floor, later=later)
         if kind == "train":
-            loc, settings = node
-            return self._block(1, loc.line, "train", [_item(f"{s.name} {value_text(s.value)}", s.loc) for s in settings],
-                               floor)
+            settings = [_item(f"{s.name} {value_text(s.value)}", s.loc) for s in node[0]]
+            return self._block(1, line, "train", settings, floor, later=later)
         raise ValueError(f"unknown statement kind {kind}")  # a bug: _statements makes no other
 
 
-def _item(text: str, loc: ast.Location | None) -> tuple[str, int, int]:
-    line = loc.line if loc else 0
-    return text, line, line
+def _start_line(kind: str, node: Any) -> int:
+    return node[1].line if kind in ("seed", "train") else node.loc.line
+
+
+def _item(text: str, loc: ast.Location | None) -> tuple[str, tuple[int, int]]:
+    return text, (loc.line, loc.column) if loc else (0, 0)
 
 
 def _statements(tree: ast.Network) -> list[tuple[str, Any]]:
@@ -363,7 +382,7 @@ def _statements(tree: ast.Network) -> list[tuple[str, Any]]:
     found += [((t.loc.line, t.loc.column), "task", t) for t in tree.tasks]
     found += [((c.loc.line, c.loc.column), "constraint", c) for c in tree.constraints]
     if tree.train_loc is not None:
-        found.append(((tree.train_loc.line, tree.train_loc.column), "train", (tree.train_loc, tree.train)))
+        found.append(((tree.train_loc.line, tree.train_loc.column), "train", (tree.train, tree.train_loc)))
     return [(kind, node) for _, kind, node in sorted(found, key=lambda f: f[0])]
 
 
