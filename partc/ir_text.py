@@ -11,7 +11,7 @@ shape the spec, not the network).
     input NAME float[C, H, W]
     template NAME(params) { layers as written }
     level NAME [in] -> [out], M segments[, residual]
-      segments A..B: kind, P params each
+      segment(s) A[..B]: kind, P params each
         layer: [in] -> [out], P params
       then layer: [in] -> [out]
     task NAME: input I, data SOURCE(args), K classes [labels], weight W, sampling S
@@ -66,8 +66,8 @@ def _lines(net: Network, *, meaning_only: bool) -> list[str]:
                      f"{level.count} segments" + (", residual" if level.residual else ""))
         start = 0
         for g in level.groups:
-            span = f"{start}" if g.count == 1 else f"{start}..{start + g.count - 1}"
-            lines.append(f"  segments {span}: {group_text(g, written)}, {g.params:,} params each")
+            span = f"segment {start}" if g.count == 1 else f"segments {start}..{start + g.count - 1}"
+            lines.append(f"  {span}: {group_text(g, written)}, {g.params:,} params each")
             lines += [_layer_line("    ", layer, written) for layer in g.layers]
             start += g.count
         lines += [_layer_line("  then ", layer, written) for layer in level.then]
@@ -75,8 +75,9 @@ def _lines(net: Network, *, meaning_only: bool) -> list[str]:
         labels = ", ".join(f'"{label}"' for label in task.labels)
         lines.append(f"task {name}: input {task.input}, data {_data_text(task, written)}, {task.classes} classes "
                      f"[{labels}], weight {value_text(task.weight)}, sampling {value_text(task.sampling)}")
-        route = " ".join(f"{lv}[{', '.join(map(str, ix))}]" for lv, ix in task.path.items())
-        lines.append(f"  path {route}")
+        if task.path:
+            route = " ".join(f"{lv}[{', '.join(map(str, ix))}]" for lv, ix in task.path.items())
+            lines.append(f"  path {route}")
         lines += [_layer_line("  stem ", layer, written) for layer in task.stem or []]
         lines += [_layer_line("  head ", layer, written) for layer in task.head]
     if not meaning_only:

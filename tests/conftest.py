@@ -7,11 +7,15 @@ current output, instead of failing on a difference. Review the diff after.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Every check in the tests (and in the processes they start) verifies the IR after every pass.
+os.environ["PARTC_VERIFY_PASSES"] = "1"
 
 
 def pytest_addoption(parser):

@@ -3,12 +3,14 @@
 Every pass is a plain function `pass(net, tree) -> [errors]` over the IR,
 one concern each, one per file. The first builds the IR's tables from the
 AST into an empty `Network`; the others refine it. A pass's errors are
-reported together and stop the pipeline there. `check(tree, verify=True)`
-also runs `verify` after every pass that built the graph (the tests do).
+reported together and stop the pipeline there. `check(tree, verify_each=True)`
+also runs `verify` after every pass; so does every check while the
+environment variable PARTC_VERIFY_PASSES is set (the test suite sets it).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from partc.errors import PartError, raise_collected
@@ -37,12 +39,14 @@ class VerifyError(AssertionError):
     """An IR invariant broke after a pass: a bug in partc, never a user error."""
 
 
-def check(tree: ast.Network, *, verify_each: bool = False, until: str | None = None) -> Network:
+def check(tree: ast.Network, *, verify_each: bool | None = None, until: str | None = None) -> Network:
     """Run the passes in order (up to and including `until`); raise the first failing pass's errors together."""
+    if verify_each is None:
+        verify_each = bool(os.environ.get("PARTC_VERIFY_PASSES"))
     net = Network(tree.name, tree.file, tree.source)
     for name, run_pass in PASSES:
         raise_collected(run_pass(net, tree))
-        if verify_each and net.graph.number_of_nodes():
+        if verify_each:
             problems = verify(net)
             if problems:
                 raise VerifyError(f"after pass {name}: " + "; ".join(problems[:5]))

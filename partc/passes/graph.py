@@ -64,9 +64,30 @@ def build_graph(net: Network, tree: ast.Network) -> list[PartError]:
 
 
 def verify(net: Network) -> list[str]:
-    """Invariants of the IR graph; an empty list means it is well formed."""
+    """Invariants of the IR as far as the passes have built it; an empty list means it is well formed.
+
+    Tables: every level's groups and segment counts agree; once paths are
+    chosen, every task's indices at every level are sorted, distinct and in
+    range; once shapes are inferred, every layer's output feeds the next.
+    Graph (once built): acyclic, edges carry tasks their ends carry, each
+    task's route reaches its head, and the graph's segments are the paths.
+    """
     problems = []
+    for level in net.levels:
+        if level.count != sum(g.count for g in level.groups) or any(g.count < 1 for g in level.groups):
+            problems.append(f"level {level.name}: group counts do not add up")
+        for g in level.groups:
+            for a, b in zip(g.layers, g.layers[1:]):
+                if a.shape and b.in_shape and a.shape != b.in_shape:
+                    problems.append(f"level {level.name}: layer {a.op} gives {a.shape}, {b.op} takes {b.in_shape}")
+    for name, task in net.tasks.items():
+        for level, indices in task.path.items():
+            count = net.level(level).count
+            if list(indices) != sorted(set(indices)) or any(not 0 <= i < count for i in indices):
+                problems.append(f"task {name} at {level}: path {indices} is not sorted, distinct and in 0..{count - 1}")
     g = net.graph
+    if not g.number_of_nodes():
+        return problems
     if not nx.is_directed_acyclic_graph(g):
         problems.append("graph has a cycle")
     for u, v, tasks in g.edges(data="tasks"):
