@@ -22,7 +22,8 @@ from sklearn.linear_model import LogisticRegression
 
 import partc
 from partc.data import augment_batch, load_all, load_task_data
-from partc.data import load as data_load
+from partc.data import sources as data_sources
+from partc.data import splits as data_splits
 from partc.data.catalog import CIFAR10_LABELS, CIFAR100_LABELS
 from partc.errors import DataError, SpecError
 
@@ -114,7 +115,7 @@ def test_label_mapping_uses_a_lookup_table(tmp_path, classes):
 
 
 def test_select_maps_by_table():
-    pos, y = data_load._select(np.array([1, 3, 3, 1, 0, 7]), [3, 1])
+    pos, y = data_splits.select_classes(np.array([1, 3, 3, 1, 0, 7]), [3, 1])
     assert pos.tolist() == [0, 1, 2, 3] and y.tolist() == [1, 0, 0, 1]
 
 
@@ -259,8 +260,8 @@ def test_cifar100_names_subset_and_nested_root(tmp_path):
 def test_load_all_reads_each_source_once(tmp_path, monkeypatch):
     write_cifar10(tmp_path / "c10")
     calls = []
-    real = data_load.read_cifar
-    monkeypatch.setattr(data_load, "read_cifar", lambda *a: calls.append(a) or real(*a))
+    real = data_sources.read_cifar
+    monkeypatch.setattr(data_sources, "read_cifar", lambda *a: calls.append(a) or real(*a))
     tasks = "\n".join(task(f"t{i}", f'cifar10("c10", classes=[{i}, {i + 1}])') for i in range(4))
     data = load_all(make_spec(tmp_path, tasks))
     assert len(data) == 4 and len(calls) == 1
@@ -504,12 +505,12 @@ def test_stratified_split_properties(counts, fraction, seed):
     y = np.repeat(np.arange(len(counts)), counts)
     np.random.default_rng(seed).shuffle(y)
     n_out = round(fraction * len(y))
-    keep, out = data_load._stratified_split(y, n_out, np.random.default_rng(seed))
+    keep, out = data_splits.stratified_split(y, n_out, np.random.default_rng(seed))
     assert len(out) == n_out and np.union1d(keep, out).tolist() == list(range(len(y)))
     assert not np.intersect1d(keep, out).size
     held = np.bincount(y[out], minlength=len(counts)) if len(out) else np.zeros(len(counts))
     assert np.all(np.abs(held - fraction * np.array(counts)) <= 1 + 1e-9 + abs(n_out - fraction * len(y)))
-    again = data_load._stratified_split(y, n_out, np.random.default_rng(seed))
+    again = data_splits.stratified_split(y, n_out, np.random.default_rng(seed))
     assert np.array_equal(again[1], out)
 
 

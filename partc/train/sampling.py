@@ -22,16 +22,11 @@ name, so adding a task changes no other task's data order.
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import torch
 
-
-def derived_seed(seed: int, *parts: str) -> int:
-    """A 63-bit seed for one purpose (e.g. 'order', task name), stable across machines."""
-    text = "/".join([str(seed), *parts]).encode("utf-8")
-    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") >> 1
+from partc.seeds import derived_seed
 
 
 def make_generator(seed: int, *parts: str) -> torch.Generator:
