@@ -177,7 +177,6 @@ class Network:
     tasks: dict[str, Task] = field(default_factory=dict)
     constraints: list[Constraint] = field(default_factory=list)
     train: dict[str, Any] = field(default_factory=dict)
-    train_locs: dict[str, Location] = field(default_factory=dict)
     graph: nx.DiGraph = field(default_factory=nx.DiGraph)
 
     def matches_hash(self, recorded: str | None) -> bool:

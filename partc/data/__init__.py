@@ -11,7 +11,7 @@ reads `partc.data.catalog` without paying for torch.
 
 from __future__ import annotations
 
-from typing import Any
+from partc.lazy import lazy_attributes
 
 _LAZY = {
     "TaskData": "partc.data.load",
@@ -20,13 +20,5 @@ _LAZY = {
     "augment_batch": "partc.data.augment",
     "perspective_batch": "partc.data.augment",
 }
-
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'partc.data' has no attribute '{name}'")
+__getattr__ = lazy_attributes(__name__, _LAZY)

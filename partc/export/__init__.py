@@ -12,14 +12,10 @@ lazily) so that partc.serve can read `partc.export.metadata` without torch.
 
 from __future__ import annotations
 
+from partc.lazy import lazy_attributes
+
 NATIVE_OPSET = 18  # what the dynamo exporter's op library (torchlib) is written for
 
-
-def export_tasks(source, out_dir, **options):
-    """See `partc.export.pipeline.export_tasks`."""
-    from partc.export.pipeline import export_tasks as _export_tasks
-
-    return _export_tasks(source, out_dir, **options)
-
-
-__all__ = ["NATIVE_OPSET", "export_tasks"]
+_LAZY = {"export_tasks": "partc.export.pipeline"}
+__all__ = ["NATIVE_OPSET", *_LAZY]
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from partc.errors import ExportError
 
@@ -115,8 +114,3 @@ def compare_with_torch(session, module, sample_shape: tuple[int, ...], input_nam
             raise ExportError(f"ONNX output shape {list(got.shape)} != torch {list(expected.shape)} at batch {batch}")
         worst = max(worst, float(np.max(np.abs(got - expected))))
     return worst
-
-
-def initializer_arrays(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Name -> array of every initializer (tests compare files with it)."""
-    return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}

@@ -6,12 +6,8 @@ Loaded lazily: importing `partc.report` (the CLI does, to register the
 command) must not pull in torch or matplotlib.
 """
 
-__all__ = ["Report", "build_report"]
+from partc.lazy import lazy_attributes
 
-
-def __getattr__(name: str):
-    if name in __all__:
-        from partc.report import build
-
-        return getattr(build, name)
-    raise AttributeError(f"module 'partc.report' has no attribute '{name}'")
+_LAZY = {"Report": "partc.report.build", "build_report": "partc.report.build"}
+__all__ = sorted(_LAZY)
+__getattr__ = lazy_attributes(__name__, _LAZY)

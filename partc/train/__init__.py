@@ -12,17 +12,9 @@ no-sharing baseline), `device` and `fast` (CUDA speed settings), `flops`,
 
 from __future__ import annotations
 
-__all__ = ["TrainConfig", "resolve_config", "train"]
+from partc.lazy import lazy_attributes
 
-
-def __getattr__(name: str):
-    # Lazy: `partc check` imports partc.train.cli to list the command, and must not pay for torch.
-    if name == "train":
-        from partc.train.runner import train
-
-        return train
-    if name in ("TrainConfig", "resolve_config"):
-        from partc.train import config
-
-        return getattr(config, name)
-    raise AttributeError(f"module 'partc.train' has no attribute '{name}'")
+# Loaded on first use: `partc check` imports partc.train.cli to list the command, and must not pay for torch.
+_LAZY = {"train": "partc.train.runner", "TrainConfig": "partc.train.config", "resolve_config": "partc.train.config"}
+__all__ = sorted(_LAZY)
+__getattr__ = lazy_attributes(__name__, _LAZY)

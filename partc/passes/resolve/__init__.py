@@ -46,5 +46,5 @@ def resolve(net: Network, tree: ast.Network) -> list[PartError]:
     net.levels = resolve_levels(tree, templates, errors)
     net.tasks = resolve_tasks(tree, net.inputs, templates, errors)
     net.constraints = resolve_constraints(tree, list(net.tasks), [lv.name for lv in tree.levels], errors)
-    net.train, net.train_locs = resolve_train(tree, errors)
+    net.train = resolve_train(tree, errors)
     return errors

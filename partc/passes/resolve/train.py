@@ -11,9 +11,8 @@ from partc.passes.resolve.values import plain, refs_inside
 from partc.train.settings import SETTINGS, check_setting
 
 
-def resolve_train(tree: ast.Network, errors: list[PartError]) -> tuple[dict[str, Any], dict[str, Location]]:
+def resolve_train(tree: ast.Network, errors: list[PartError]) -> dict[str, Any]:
     train: dict[str, Any] = {}
-    locs: dict[str, Location] = {}
     for s in tree.train:
         setting = SETTINGS.get(s.name)
         if setting is None:
@@ -37,8 +36,7 @@ def resolve_train(tree: ast.Network, errors: list[PartError]) -> tuple[dict[str,
             errors.append(SpecError(problem.message, _argument_loc(s, problem.argument), hint))
             continue
         train[s.name] = value
-        locs[s.name] = s.loc
-    return train, locs
+    return train
 
 
 def _argument_loc(s: ast.Setting, argument: str | int | None) -> Location:
