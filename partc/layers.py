@@ -75,6 +75,7 @@ class Primitive:
     shape: Callable[[tuple[int, ...], dict], tuple[int, ...]]
     torch: Callable[[int, dict], TorchModule]  # (input rank, bound args) -> the module
     channels: str | None = "same"  # the output's first dimension: the input's ("same"), an argument's, or None
+    per_task: bool = False  # each task routed through the segment owns its own copy (see `module_path`)
     count: Callable[[tuple[int, ...], dict], int] = lambda s, a: 0
     macs: Callable[[tuple[int, ...], tuple[int, ...], dict], int] = lambda s, out, a: 0
     doc: str = ""
@@ -214,6 +215,18 @@ PRIMITIVES: dict[str, Primitive] = {
                   channels=None, doc="flatten to a vector"),
     ]
 }
+
+
+def module_path(container: str, position: int, op: str, task: str | None = None) -> str:
+    """Where the compiled model keeps layer `position` of a segment, stem, head or `then` at `container`.
+
+    `container` is the module path of the layer sequence (`levels.l2.5`,
+    `stems.t`, `heads.t`, `posts.l2`); a per-task primitive keeps one
+    module per task under the task's name (`levels.l2.5.1.t`). Exports and
+    codegen name weights by it; the compiler builds by it.
+    """
+    path = f"{container}.{position}"
+    return f"{path}.{task}" if PRIMITIVES[op].per_task and task is not None else path
 
 
 def output_shape(prim: Primitive, shape: tuple[int, ...], args: dict[str, Any]) -> tuple[int, ...]:
