@@ -17,7 +17,7 @@ import partc
 from partc.cli import main
 from partc.errors import CheckpointError, ExportError
 from partc.export import export_tasks
-from partc.export.metadata import KEYS
+from partc.export.metadata import KEYS_OF_KIND
 from partc.run import load_checkpoint, load_trained_model, run_paths, save_checkpoint
 from tests.export_helpers import SPECS
 
@@ -80,7 +80,7 @@ def test_metadata_describes_the_task(mixed):
     state = load_checkpoint(run_paths(run_dir)["last"])
     for r in results:
         props = {p.key: p.value for p in onnx.load(str(r.path)).metadata_props}
-        assert set(KEYS) <= set(props)
+        assert set(KEYS_OF_KIND["task"]) <= set(props) and props["kind"] == "task" and props["normalization"] == "caller"
         stats = state["data_stats"][r.task]
         task = net.tasks[r.task]
         assert props["task"] == r.task and props["network"] == "mixed_inputs"
@@ -223,9 +223,9 @@ def test_triton_layout_and_config(mixed):
         (inp,) = config["input"][0]
         (out_,) = config["output"][0]
         assert inp == {"name": [r.info.input_name], "data_type": ["TYPE_FP32"], "dims": [list(r.info.input_shape)]}
-        assert out_ == {"name": ["logits"], "data_type": ["TYPE_FP32"], "dims": [[len(r.info.labels)]],
+        assert out_ == {"name": ["logits"], "data_type": ["TYPE_FP32"], "dims": [[len(r.info.outputs[0].labels)]],
                         "label_filename": ["labels.txt"]}
-        assert (folder / "labels.txt").read_text().splitlines() == r.info.labels
+        assert (folder / "labels.txt").read_text().splitlines() == list(r.info.outputs[0].labels)
         session = ort.InferenceSession(str(r.path), providers=["CPUExecutionProvider"])
         assert [i.name for i in session.get_inputs()] == [r.info.input_name]
 

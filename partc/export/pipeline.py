@@ -15,10 +15,10 @@ from pathlib import Path
 
 from partc.errors import ExportError
 from partc.export import NATIVE_OPSET
-from partc.export.metadata import OUTPUT_NAME, TaskInfo
+from partc.export.metadata import ModelInfo, graph_problems
 from partc.export.onnx_export import to_onnx
 from partc.export.source import load_source
-from partc.export.triton import LAYOUTS, config_pbtxt, labels_txt, model_path
+from partc.export.triton import LAYOUTS, config_pbtxt, labels_file, labels_txt, model_path
 from partc.export.verify import WeightAudit, audit_weights, check_onnx, compare_with_torch
 from partc.version import __version__
 
@@ -32,7 +32,7 @@ class TaskExport:
     bytes: int
     max_abs_diff: float
     weights: WeightAudit
-    info: TaskInfo
+    info: ModelInfo
 
 
 def export_tasks(source: str | Path, out_dir: str | Path, *, tasks: list[str] | None = None,
@@ -57,10 +57,10 @@ def export_tasks(source: str | Path, out_dir: str | Path, *, tasks: list[str] | 
         task = net.tasks[name]
         spec_input = net.inputs[task.input]
         stats = src.stats[name]
-        info = TaskInfo(
-            task=name, network=net.name, spec_hash=net.spec_hash, partc_version=__version__, weights=src.weights,
-            input_name=spec_input.name, input_shape=tuple(spec_input.shape), input_dtype="float32",
-            output_name=OUTPUT_NAME, labels=stats["labels"], mean=stats["mean"], std=stats["std"], max_batch=max_batch,
+        info = ModelInfo.for_task(
+            task=name, labels=stats["labels"], mean=stats["mean"], std=stats["std"],
+            network=net.name, spec_hash=net.spec_hash, partc_version=__version__, weights=src.weights,
+            input_name=spec_input.name, input_shape=tuple(spec_input.shape), input_dtype="float32", max_batch=max_batch,
         )
         module = src.model.task(name).eval()
         proto = to_onnx(module, info.input_shape, info, opset=opset, fold=fold)
@@ -74,8 +74,9 @@ def export_tasks(source: str | Path, out_dir: str | Path, *, tasks: list[str] | 
         path = model_path(out, name, layout)
         atomic_write_bytes(path, data)
         if layout == "triton":
-            atomic_write_text(path.parent.parent / "config.pbtxt", config_pbtxt(info, max_batch))
-            atomic_write_text(path.parent.parent / "labels.txt", labels_txt(info))
+            atomic_write_text(path.parent.parent / "config.pbtxt", config_pbtxt(info))
+            for output in info.outputs:
+                atomic_write_text(path.parent.parent / labels_file(info, output), labels_txt(output))
         result = TaskExport(name, path, len(data), diff, audit, info)
         results.append(result)
         if log:
@@ -89,10 +90,14 @@ def export_tasks(source: str | Path, out_dir: str | Path, *, tasks: list[str] | 
     return results
 
 
-def _verify_in_runtime(data: bytes, module, info: TaskInfo) -> float:
-    from partc.onnxrt import open_session
+def _verify_in_runtime(data: bytes, module, info: ModelInfo) -> float:
+    """Max |ONNX Runtime - torch|, after checking that the metadata describes the graph (what serving checks at load)."""
+    from partc.onnxrt import graph_values, open_session
 
     session = open_session(data, device="cpu")
+    problems = info.problems() + graph_problems(info, *graph_values(session))
+    if problems:
+        raise ExportError(f"{info.kind} '{info.name}': the metadata does not describe the graph: {'; '.join(problems)}")
     return compare_with_torch(session, module, info.input_shape, info.input_name)
 
 
