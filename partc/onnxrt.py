@@ -34,6 +34,12 @@ except ImportError:  # a future ONNX Runtime moving its exception classes
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+# ONNX Runtime's type strings -> numpy dtype names (what partc's metadata records).
+ORT_DTYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(bfloat16)": "bfloat16", "tensor(int8)": "int8", "tensor(int16)": "int16", "tensor(int32)": "int32",
+    "tensor(int64)": "int64", "tensor(uint8)": "uint8", "tensor(bool)": "bool", "tensor(string)": "str",
+}
 
 
 @lru_cache(maxsize=1)
@@ -101,3 +107,16 @@ def open_session(model: str | Path | bytes, device: str = "auto", threads: int |
     except _ORT_LOAD_ERRORS as e:
         name = "<bytes>" if isinstance(model, bytes) else str(model)
         raise ExportError(f"ONNX Runtime cannot load '{name}': {str(e).splitlines()[0][:300]}") from None
+
+
+def graph_values(session: ort.InferenceSession) -> tuple[list[tuple], list[tuple]]:
+    """The session's inputs and outputs as (name, shape, numpy dtype name) triples.
+
+    A symbolic size stays its name (a str), an unknown size is None; a type
+    numpy has no name for keeps ONNX Runtime's string ("tensor(...)").
+    """
+    def value(arg) -> tuple:
+        shape = None if arg.shape is None else tuple(d if isinstance(d, (int, str)) else None for d in arg.shape)
+        return (arg.name, shape, ORT_DTYPES.get(arg.type, arg.type))
+
+    return [value(a) for a in session.get_inputs()], [value(a) for a in session.get_outputs()]

@@ -17,7 +17,7 @@ import partc
 from partc.cli import main
 from partc.errors import CheckpointError, ExportError
 from partc.export import export_tasks
-from partc.export.metadata import KEYS
+from partc.export.metadata import KEYS_OF_KIND
 from partc.run import load_checkpoint, load_trained_model, run_paths, save_checkpoint
 from tests.export_helpers import SPECS
 
@@ -80,7 +80,7 @@ def test_metadata_describes_the_task(mixed):
     state = load_checkpoint(run_paths(run_dir)["last"])
     for r in results:
         props = {p.key: p.value for p in onnx.load(str(r.path)).metadata_props}
-        assert set(KEYS) <= set(props)
+        assert set(KEYS_OF_KIND["task"]) <= set(props) and props["kind"] == "task" and props["normalization"] == "caller"
         stats = state["data_stats"][r.task]
         task = net.tasks[r.task]
         assert props["task"] == r.task and props["network"] == "mixed_inputs"
@@ -223,9 +223,9 @@ def test_triton_layout_and_config(mixed):
         (inp,) = config["input"][0]
         (out_,) = config["output"][0]
         assert inp == {"name": [r.info.input_name], "data_type": ["TYPE_FP32"], "dims": [list(r.info.input_shape)]}
-        assert out_ == {"name": ["logits"], "data_type": ["TYPE_FP32"], "dims": [[len(r.info.labels)]],
+        assert out_ == {"name": ["logits"], "data_type": ["TYPE_FP32"], "dims": [[len(r.info.outputs[0].labels)]],
                         "label_filename": ["labels.txt"]}
-        assert (folder / "labels.txt").read_text().splitlines() == r.info.labels
+        assert (folder / "labels.txt").read_text().splitlines() == list(r.info.outputs[0].labels)
         session = ort.InferenceSession(str(r.path), providers=["CPUExecutionProvider"])
         assert [i.name for i in session.get_inputs()] == [r.info.input_name]
 
@@ -294,3 +294,27 @@ def test_initializers_keep_trained_values(digits):
         arrays = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(r.path)).graph.initializer}
         (key,) = [k for k, v in state["model"].items() if k.startswith(f"heads.{r.task}.") and v.ndim == 2]
         np.testing.assert_array_equal(arrays[key], state["model"][key].numpy())
+
+
+@pytest.mark.slow
+def test_normalisation_folded_into_the_graph_for_triton(digits, tmp_path):
+    """--normalize-in-graph: the file takes raw input and gives the caller-normalised file's logits."""
+    run_dir, export_dir, _ = digits
+    (result,) = export_tasks(run_dir, tmp_path, tasks=["d23"], layout="triton", normalize_in_graph=True,
+                             dynamic_batching=True)
+    props = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
+    assert props["normalization"] == "in_graph" and "applies (x - mean) / std itself" in props["preprocess"]
+    assert result.weights.file_weights == next(r for r in digits[2] if r.task == "d23").weights.file_weights
+    config = (tmp_path / "d23" / "config.pbtxt").read_text()
+    assert config.rstrip().endswith("dynamic_batching { }")
+    raw = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(3)).numpy()
+    folded = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    caller = ort.InferenceSession(str(export_dir / "d23.onnx"), providers=["CPUExecutionProvider"])
+    meta = caller.get_modelmeta().custom_metadata_map
+    mean = np.array(json.loads(meta["mean"]), np.float32).reshape(-1, 1, 1)
+    std = np.array(json.loads(meta["std"]), np.float32).reshape(-1, 1, 1)
+    assert not np.allclose(mean, 0) and not np.allclose(std, 1)  # a trained run's statistics, not the identity
+    np.testing.assert_allclose(folded.run(None, {"digit": raw})[0], caller.run(None, {"digit": (raw - mean) / std})[0],
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ExportError, match="configures Triton"):
+        export_tasks(run_dir, tmp_path / "plain", tasks=["d23"], dynamic_batching=True)

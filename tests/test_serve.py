@@ -97,7 +97,7 @@ def test_predict_cli_table_and_user_errors(mixed, tmp_path, capsys):
     folder, wrong = str(export_dir), str(tmp_path / "wrong.npy")
     cases = [
         ([folder, "--task", "low", wrong], "has shape [2, 8, 8]; the model takes one sample of shape [1, 8, 8]"),
-        ([folder, wrong], "holds several tasks; choose one with --task"),
+        ([folder, wrong], "holds several models; choose a task with --task"),
         ([folder, "--task", "nope", wrong], "no exported task 'nope'"),
         ([folder, "--task", "low", str(tmp_path / "missing.png")], "does not exist"),
         ([folder, "--task", "low", wrong, "--top", "0"], "--top must be at least 1"),
@@ -306,8 +306,8 @@ def test_server_answers_good_and_bad_requests(server, digits):
         assert client.get("/health").json() == {"status": "ok", "tasks": 5}
         tasks = client.get("/tasks").json()["tasks"]
         assert sorted(tasks) == ["d01", "d23", "d45", "d67", "d89"]
-        assert tasks["d23"]["labels"] == ["2", "3"] and tasks["d23"]["input"] == {"name": "digit", "shape": [1, 8, 8],
-                                                                                   "dtype": "float32"}
+        assert tasks["d23"]["outputs"][0]["labels"] == ["2", "3"]
+        assert tasks["d23"]["input"] == {"name": "digit", "shape": [1, 8, 8], "dtype": "float32"}
         assert client.get("/tasks/d67").json() == tasks["d67"]
         reply = client.post("/tasks/d01/predict", json={"inputs": raw.tolist(), "top": 1, "logits": True})
         assert reply.status_code == 200
@@ -316,7 +316,7 @@ def test_server_answers_good_and_bad_requests(server, digits):
         body = reply.json()
         assert body["task"] == "d01" and len(body["predictions"]) == 3
         np.testing.assert_allclose([p["logits"] for p in body["predictions"]], expected, atol=1e-5)
-        assert [p["top"][0]["label"] for p in body["predictions"]] == [model.info.labels[i] for i in expected.argmax(1)]
+        assert [p["top"][0]["label"] for p in body["predictions"]] == [model.output().labels[i] for i in expected.argmax(1)]
 
         sample = raw[0].tolist()
         bad = [

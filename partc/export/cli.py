@@ -12,7 +12,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from partc.export.pipeline import export_tasks
 
     export_tasks(args.source, args.output, tasks=args.task or None, opset=args.opset, layout=args.layout,
-                 max_batch=args.max_batch, log=lambda line: print(line, flush=True))
+                 max_batch=args.max_batch, normalize_in_graph=args.normalize_in_graph,
+                 dynamic_batching=args.dynamic_batching, log=lambda line: print(line, flush=True))
     return 0
 
 
@@ -33,4 +34,8 @@ def register(subparsers) -> None:
                    help="plain: DIR/<task>.onnx; triton: DIR/<task>/1/model.onnx + config.pbtxt + labels.txt")
     p.add_argument("--max-batch", type=int, default=64, metavar="N",
                    help="largest batch: Triton's max_batch_size, and the limit partc serve enforces (default 64)")
+    p.add_argument("--normalize-in-graph", action="store_true",
+                   help="fold (x - mean) / std into each graph: the files take raw input in [0, 1] (for Triton clients)")
+    p.add_argument("--dynamic-batching", action="store_true",
+                   help="with --layout triton: write 'dynamic_batching { }' so that Triton batches requests")
     p.set_defaults(func=cmd_export)

@@ -28,7 +28,7 @@ import onnx
 
 from partc.errors import ExportError
 from partc.export import NATIVE_OPSET
-from partc.export.metadata import OUTPUT_NAME, TaskInfo, build_metadata
+from partc.export.metadata import ModelInfo
 
 MIN_OPSET = 17
 
@@ -49,9 +49,12 @@ def _quiet_exporter():
             lg.setLevel(level)
 
 
-def to_onnx(module, sample_shape: tuple[int, ...], info: TaskInfo, *, opset: int = NATIVE_OPSET,
+def to_onnx(module, sample_shape: tuple[int, ...], info: ModelInfo, *, opset: int = NATIVE_OPSET,
             fold: bool = True) -> onnx.ModelProto:
-    """The ONNX model of one task module (eval mode) with a dynamic batch axis and partc metadata.
+    """The ONNX model of a module (eval mode) with a dynamic batch axis and partc metadata.
+
+    The module takes one input and returns one tensor of logits per entry of
+    `info.outputs`, in that order (a task module: one).
 
     `fold=False` skips the exporter's optimizer: BatchNorm stays a separate
     node with its own scale/shift (larger, slower; for inspection and for
@@ -69,21 +72,21 @@ def to_onnx(module, sample_shape: tuple[int, ...], info: TaskInfo, *, opset: int
         with _quiet_exporter(), torch.no_grad():
             program = torch.onnx.export(
                 module, (example,), None, dynamo=True, verbose=False, external_data=False,
-                input_names=[info.input_name], output_names=[OUTPUT_NAME],
+                input_names=[info.input_name], output_names=[o.name for o in info.outputs],
                 dynamic_shapes=({0: batch},), opset_version=NATIVE_OPSET, optimize=fold,
             )
     except Exception as e:  # the exporter raises many kinds; the user needs the first line
-        raise ExportError(f"task '{info.task}': torch.onnx.export failed: {type(e).__name__}: "
+        raise ExportError(f"{info.kind} '{info.name}': torch.onnx.export failed: {type(e).__name__}: "
                           f"{str(e).strip().splitlines()[0][:300]}") from e
     model = program.model_proto
     _strip_debug_info(model)
     if opset != NATIVE_OPSET:
-        model = _convert_opset(model, opset, info.task)
+        model = _convert_opset(model, opset, f"{info.kind} '{info.name}'")
     model.producer_name = "partc"
     model.producer_version = info.partc_version
-    model.doc_string = f"partc task '{info.task}' of network '{info.network}'"
+    model.doc_string = f"partc {info.kind} '{info.name}' of network '{info.network}'"
     del model.metadata_props[:]
-    for key, value in build_metadata(info).items():
+    for key, value in info.to_metadata().items():
         model.metadata_props.add(key=key, value=value)
     return model
 
@@ -103,13 +106,13 @@ def _strip_debug_info(model: onnx.ModelProto) -> None:
     graph.doc_string = ""
 
 
-def _convert_opset(model: onnx.ModelProto, opset: int, task: str) -> onnx.ModelProto:
+def _convert_opset(model: onnx.ModelProto, opset: int, what: str) -> onnx.ModelProto:
     from onnx import version_converter
 
     try:
         converted = version_converter.convert_version(model, opset)
     except Exception as e:
-        raise ExportError(f"task '{task}': cannot convert the model to opset {opset}: {str(e).splitlines()[0][:200]}",
+        raise ExportError(f"{what}: cannot convert the model to opset {opset}: {str(e).splitlines()[0][:200]}",
                           hint=f"use the exporter's native opset {NATIVE_OPSET}") from None
     if opset < 18:
         # Opset 18 added `noop_with_empty_axes` to the Reduce* ops; the converter leaves it behind.

@@ -58,8 +58,14 @@ def _owner(name: str, modules: set[str]) -> str | None:
     return None
 
 
-def audit_weights(model: onnx.ModelProto, task_module, full_model, task: str, route_params: int) -> WeightAudit:
-    """Check that the file's weights all come from the task's route; count them."""
+def audit_weights(model: onnx.ModelProto, task_module, full_model, task: str, route_params: int, *,
+                  prefix: str = "", own_constants: tuple[str, ...] = ()) -> WeightAudit:
+    """Check that the file's weights all come from the task's route; count them.
+
+    `prefix`: what a wrapper around the task module puts before every
+    weight's name; `own_constants`: the wrapper's own tensors (counted as
+    constants: the normalisation statistics of partc/export/normalization.py).
+    """
     import torch
 
     torch_params = sum(p.numel() for p in task_module.parameters())
@@ -75,7 +81,11 @@ def audit_weights(model: onnx.ModelProto, task_module, full_model, task: str, ro
     file_weights = created = constants = 0
     for init in model.graph.initializer:
         size = int(np.prod(init.dims, dtype=np.int64))
-        owner = _owner(init.name, all_modules)
+        if init.name in own_constants:
+            constants += size
+            continue
+        name = init.name.removeprefix(prefix) if prefix and init.name.startswith(prefix) else init.name
+        owner = _owner(name, all_modules)
         if owner is None:
             if init.data_type in float_types and size > MAX_ANONYMOUS_ELEMENTS:
                 raise ExportError(f"task '{task}': initializer '{init.name}' ({size} values) belongs to no module",
@@ -86,8 +96,8 @@ def audit_weights(model: onnx.ModelProto, task_module, full_model, task: str, ro
             raise ExportError(f"task '{task}': the file holds '{init.name}', which is not on the task's route")
         if init.data_type in float_types:
             file_weights += size
-        stored[init.name] = size
-        if init.name.endswith("_bias") and init.name not in dict(task_module.named_parameters()):
+        stored[name] = size
+        if name.endswith("_bias") and name not in dict(task_module.named_parameters()):
             created += size
 
     folded = 0

@@ -27,13 +27,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from partc.serve import DEFAULT_MAX_BODY, DEFAULT_TOP
-from partc.serve.models import TaskModel
+from partc.serve.models import LoadedModel
 
 
-def create_app(models: dict[str, TaskModel], *, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
+def create_app(models: dict[str, LoadedModel], *, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
     """The HTTP app serving `models` (task name -> loaded model)."""
 
-    def task_of(request: Request) -> TaskModel:
+    def task_of(request: Request) -> LoadedModel:
         name = request.path_params["task"]
         if name not in models:
             raise HTTPException(404, f"unknown task '{name}'; tasks: {', '.join(models)}")
@@ -59,7 +59,7 @@ def create_app(models: dict[str, TaskModel], *, max_body: int = DEFAULT_MAX_BODY
             if options["logits"]:
                 entry["logits"] = row.tolist()
             predictions.append(entry)
-        return JSONResponse({"task": model.info.task, "predictions": predictions})
+        return JSONResponse({"task": model.name, "predictions": predictions})
 
     routes = [
         Route("/health", health, methods=["GET"]),
@@ -84,7 +84,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _parse_request(body: bytes, model: TaskModel) -> tuple[np.ndarray, dict]:
+def _parse_request(body: bytes, model: LoadedModel) -> tuple[np.ndarray, dict]:
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

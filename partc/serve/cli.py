@@ -18,6 +18,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise DataError(f"--top must be at least 1, got {args.top}")
     model = load_task(args.model, args.task, args.device)
+    output = model.output(args.task)
     batches = [(path, read_input(path, model.info.input_shape, invert=args.invert)) for path in args.inputs]
     results = []
     for path, batch in batches:
@@ -26,17 +27,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"warning: '{path}' has values in [{batch.min():.3g}, {batch.max():.3g}]; partc expects raw "
                   "values in [0, 1] (digits / 16, pixels / 255), or --normalized for normalised inputs",
                   file=sys.stderr)
-        logits = model.predict(batch, normalized=args.normalized)
-        for i, top in enumerate(model.top_k(logits, args.top)):
+        logits = model.predict(batch, normalized=args.normalized, task=output.task)
+        for i, top in enumerate(model.top_k(logits, args.top, output.task)):
             name = path if len(batch) == 1 else f"{path}[{i}]"
             results.append({"input": name, "top": [{"label": lb, "probability": p} for lb, p in top]})
     if args.json:
-        json.dump({"task": model.info.task, "provider": model.provider, "predictions": results}, sys.stdout, indent=2)
+        json.dump({"task": output.task, "provider": model.provider, "predictions": results}, sys.stdout, indent=2)
         print()
         return 0
-    width = max(len(label) for label in model.info.labels)
+    width = max(len(label) for label in output.labels)
     for result in results:
-        print(f"{result['input']}  (task {model.info.task})")
+        print(f"{result['input']}  (task {output.task})")
         for entry in result["top"]:
             print(f"  {entry['label']:<{width}}  {entry['probability']:.4f}")
     return 0
