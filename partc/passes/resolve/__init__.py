@@ -6,6 +6,7 @@ data sources, train settings) and every setting's value against its table
 segment templates to their arguments, so every level holds the concrete
 layers of one segment. One module per construct:
 
+    names.py        name rules (unique, not reserved by torch)
     network.py      seed, inputs, levels
     templates.py    layer calls and segment templates
     tasks.py        tasks and their data
@@ -22,7 +23,8 @@ from partc.errors import PartError
 from partc.ir import Network
 from partc.language import ast
 from partc.passes.resolve.constraints import resolve_constraints
-from partc.passes.resolve.network import TORCH_RESERVED, resolve_inputs, resolve_levels, resolve_seed
+from partc.passes.resolve.names import TORCH_RESERVED
+from partc.passes.resolve.network import resolve_inputs, resolve_levels, resolve_seed
 from partc.passes.resolve.tasks import resolve_tasks
 from partc.passes.resolve.templates import Templates
 from partc.passes.resolve.train import resolve_train

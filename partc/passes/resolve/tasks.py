@@ -9,7 +9,7 @@ from partc.errors import ClassesError, PartError, SpecError, valid_names
 from partc.ir import DataSpec, InputSpec, SegmentGroup, Task
 from partc.language import ast
 from partc.language.printer import value_text
-from partc.passes.resolve.network import reserved_name_error
+from partc.passes.resolve.names import declared_twice, reserved_name_error
 from partc.passes.resolve.templates import Templates, bind_layers
 from partc.passes.resolve.values import literal
 from partc.train.settings import TASK_SETTINGS
@@ -21,9 +21,7 @@ def resolve_tasks(tree: ast.Network, inputs: dict[str, InputSpec], templates: Te
     level_names = [lv.name for lv in tree.levels]
     for t in tree.tasks:
         if t.name in tasks:
-            errors.append(SpecError(f"task '{t.name}' is declared twice", t.loc,
-                                    f"give each task its own name; the first '{t.name}' is on line "
-                                    f"{tasks[t.name].loc.line}"))
+            errors.append(declared_twice("task", t.name, t.loc, tasks[t.name].loc))
             continue
         task = _resolve_task(t, inputs, templates, errors)
         tasks[t.name] = task

@@ -15,6 +15,7 @@ from partc.ir import Layer, Template, TemplateLayer
 from partc.language import ast
 from partc.language.printer import call_text, value_text
 from partc.layers import PRIMITIVES, REQUIRED, ArgumentError, Primitive, bind_args
+from partc.passes.resolve.names import declared_twice
 from partc.passes.resolve.values import evaluate, literal, symbolic
 
 
@@ -95,8 +96,7 @@ class Templates:
                           f"rename the template; layers: {', '.join(sorted(PRIMITIVES))}")
                 continue
             if seg.name in self.defs:
-                self._err(f"segment template '{seg.name}' is declared twice", seg.loc,
-                          f"rename one of them; the first '{seg.name}' is on line {self.defs[seg.name].loc.line}")
+                self.errors.append(declared_twice("segment template", seg.name, seg.loc, self.defs[seg.name].loc))
                 continue
             if len(set(seg.params)) != len(seg.params):
                 self._err(f"segment template '{seg.name}' names a parameter twice", seg.loc,

@@ -1,0 +1,33 @@
+"""Resolve pass, names: the rules every declared name follows (unique, not one torch reserves)."""
+
+from __future__ import annotations
+
+from partc.errors import Location, SpecError
+
+# Level and task names become keys of torch's nn.ModuleDict, which refuses its own attribute
+# names. Kept here, torch-free, so `partc check` catches them; tests/test_smoke.py checks the
+# set against the installed torch.
+TORCH_RESERVED = frozenset("""
+T_destination add_module apply bfloat16 buffers call_super_init children clear compile cpu cuda
+double dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter
+get_submodule half ipu items keys load_state_dict modules mtia named_buffers named_children
+named_modules named_parameters parameters pop register_backward_hook register_buffer
+register_forward_hook register_forward_pre_hook register_full_backward_hook
+register_full_backward_pre_hook register_load_state_dict_post_hook register_load_state_dict_pre_hook
+register_module register_parameter register_state_dict_post_hook register_state_dict_pre_hook
+requires_grad_ set_extra_state set_submodule share_memory state_dict to to_empty train training
+type update values xpu zero_grad
+""".split())
+
+
+def reserved_name_error(kind: str, name: str, loc: Location) -> SpecError | None:
+    if name in TORCH_RESERVED or name.startswith("_"):
+        return SpecError(f"{kind} name '{name}' is reserved: PyTorch modules use it themselves", loc,
+                         f"rename the {kind} (names torch reserves include forward, eval, to, keys, type; "
+                         "names may not start with '_')")
+    return None
+
+
+def declared_twice(kind: str, name: str, loc: Location, first: Location) -> SpecError:
+    return SpecError(f"{kind} '{name}' is declared twice", loc,
+                     f"give each {kind.split()[-1]} its own name; the first '{name}' is on line {first.line}")
