@@ -20,6 +20,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     from partc.ir_text import dump
     from partc.summary import summary
 
+    if args.base is not None:
+        from partc.train.extend import describe_extension, plan_extension
+
+        extension = plan_extension(args.base, args.spec)
+        net = extension.net
+        sys.stdout.write(dump(net) if args.dump else summary(net) + "\n" + describe_extension(extension))
+        return 0
     net = partc.load(args.spec)
     sys.stdout.write(dump(net) if args.dump else summary(net))
     return 0
@@ -45,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="check a spec and print its levels, paths and parameter counts")
     p.add_argument("spec", help="the .part file")
     p.add_argument("--dump", action="store_true", help="print the IR graph, a line per node and edge")
+    p.add_argument("--base", metavar="BASE_RUN", help="check a grown spec against a trained run: the routes and "
+                   "frozen segments 'partc extend' would use")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("graph", help="draw the network with each task's path (DOT, or SVG/PNG via Graphviz)")

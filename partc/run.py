@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,41 @@ def remove_temp_files(run_dir: str | Path) -> None:
 
 
 # ---- run.json and spec.part -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Growth:
+    """run.json's "extend" record (`partc extend`): what the run trains and keeps, so that resume,
+    report and a further extension need nothing but the run directory."""
+
+    base_run: str
+    base_network: str
+    base_spec_hash: str
+    base_tasks: tuple[str, ...]
+    new_tasks: tuple[str, ...]
+    frozen_modules: tuple[str, ...]  # module paths (see partc.layers.module_path) never trained
+    freeze: bool = True  # False: naive fine-tuning of everything (forgets; for comparison only)
+    base_segments: dict[str, int] = field(default_factory=dict)  # level -> segments the base run had
+    base_results: dict[str, Any] = field(default_factory=dict)  # the base run's results.json "tasks", if it had one
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Growth:
+        return cls(d["base_run"], d["base_network"], d["base_spec_hash"], tuple(d["base_tasks"]), tuple(d["new_tasks"]),
+                   tuple(d["frozen_modules"]), bool(d.get("freeze", True)), dict(d.get("base_segments", {})),
+                   dict(d.get("base_results", {})))
+
+    def segment_status(self, level: str, index: int) -> str:
+        """'new' (appended by the extension), 'inherited-frozen' (a base task uses it) or 'inherited-trained'."""
+        if index >= self.base_segments.get(level, 0):
+            return "new"
+        container = f"levels.{level}.{index}"
+        frozen = any(path == container or path.startswith(container + ".") for path in self.frozen_modules)
+        return "inherited-frozen" if frozen else "inherited-trained"
+
+
 
 def write_spec(run_dir: str | Path, text: str) -> None:
     atomic_write_text(run_paths(run_dir)["spec"], text)
@@ -228,7 +264,7 @@ def load_checkpoint(path: str | Path, net: Network | None = None) -> dict[str, A
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
         raise CheckpointError(
-            f"checkpoint '{path}' is corrupt or truncated ({type(e).__name__}: {str(e).splitlines()[0][:120]})",
+            f"checkpoint '{path}' is corrupt or truncated ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]})",
             hint="use an earlier checkpoint of the run, or train again",
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:

@@ -61,6 +61,27 @@ class PartModel(nn.Module):
         # Not registered as submodules: they share this model's modules by reference.
         self._task_modules: dict[tuple[str, bool], fx.GraphModule] = {}
         self._row_plans: dict[tuple[int, ...], dict] = {}
+        self._frozen: tuple[str, ...] = ()
+
+    # ---- frozen modules (partc extend) ----
+    def freeze(self, paths: tuple[str, ...] | list[str]) -> None:
+        """Never train the modules at `paths`: no gradient for their parameters, and always eval mode,
+        so a BatchNorm among them normalises with its running statistics and never updates them."""
+        modules = [self.get_submodule(path) for path in paths]  # an unknown path is a bug: raises
+        self._frozen = tuple(paths)
+        for module in modules:
+            module.requires_grad_(False)
+        self.train(self.training)
+
+    @property
+    def frozen(self) -> tuple[str, ...]:
+        return self._frozen
+
+    def train(self, mode: bool = True) -> PartModel:
+        super().train(mode)
+        for path in self._frozen:
+            self.get_submodule(path).eval()
+        return self
 
     @property
     def batchnorm(self) -> str:

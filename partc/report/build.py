@@ -26,7 +26,7 @@ from partc.report.analysis import cka_by_level, transfer
 from partc.report.evaldata import RANDOM_PROBE, EvalData, build_probes, load_test_data
 from partc.report.html import FIGURE_TEXT, render_html
 from partc.report.results import baseline_comparison, run_results
-from partc.report.structure import structure
+from partc.report.structure import extension, structure
 from partc.run import load_checkpoint, load_run_network, load_trained_model, read_info, run_paths
 
 REPORT_FORMAT = "partc-report/1"
@@ -117,6 +117,10 @@ def build_report(run_dir: str | Path, out_dir: str | Path, *, baseline: str | Pa
     results, curves, found = run_results(run_dir, tasks)
     problems += found
     data["results"], data["curves"] = results, curves
+    if isinstance(info.get("extend"), dict):
+        data["extension"] = extension(net, info["extend"], results)
+        for lv in data["structure"]["levels"]:
+            lv["status"] = data["extension"]["segments"][lv["name"]]
 
     _analyse(net, run_dir, data, problems, eval_data=eval_data, data_root=data_root, probe_size=probe_size,
              device=torch_device, seed=seed)

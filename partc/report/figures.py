@@ -71,6 +71,11 @@ def _count_format(value: float, _pos=None) -> str:
 
 
 # ---------------------------------------------------------------- structure
+# An extended run marks inherited-frozen and new segments with a frame (inherited-trained ones have none).
+EXTENSION_EDGES = {"inherited-frozen": {"edgecolor": "#000000", "linewidth": 2.0},
+                   "new": {"edgecolor": "#000000", "linewidth": 1.2, "linestyle": (0, (2, 1.5))}}
+
+
 def usage_map(structure: dict[str, Any]) -> Figure:
     """Levels x segments: private cells in the task's colour, shared ones grey with the user count."""
     tasks, levels = structure["tasks"], structure["levels"]
@@ -93,8 +98,11 @@ def usage_map(structure: dict[str, Any]) -> Figure:
             else:
                 face, text = _grey(len(users), most), str(len(users))
                 counts_seen.add(len(users))
+            status = lv.get("status", [None] * len(lv["users"]))[col]  # an extended run: inherited or new
             ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, facecolor=face, edgecolor="#555555", linewidth=0.6,
                                    hatch="////" if not users else None))
+            if status in EXTENSION_EDGES:
+                ax.add_patch(Rectangle((col - 0.42, row - 0.42), 0.84, 0.84, fill=False, **EXTENSION_EDGES[status]))
             if text:
                 ax.text(col, row, text, ha="center", va="center", fontsize=8 if len(users) > 1 else name_size,
                         color=_ink(face),
@@ -112,6 +120,9 @@ def usage_map(structure: dict[str, Any]) -> Figure:
     private = [Patch(facecolor=colours[t], edgecolor="#555555", label=t) for t in tasks]
     shared = [Patch(facecolor=_grey(n, most), edgecolor="#555555", label=f"{n} tasks") for n in sorted(counts_seen)]
     shared.append(Patch(facecolor="white", edgecolor="#555555", hatch="////", label="unused"))
+    if any("status" in lv for lv in levels):
+        shared += [Patch(facecolor="white", label=label, **EXTENSION_EDGES[kind])
+                   for kind, label in (("inherited-frozen", "frozen (base)"), ("new", "new segment"))]
     fig.legend(handles=private, title="private to", loc="outside right upper", fontsize=8, title_fontsize=8,
                ncols=2 if len(tasks) > 8 else 1, frameon=False)
     fig.legend(handles=shared, title="shared by\n(count in cell)", loc="outside right lower", fontsize=8,

@@ -1,6 +1,7 @@
 """Report, structure: who uses which segment, computed from the IR alone.
 
-Everything here reads the checked network (`ir.Network`), never weights, so
+Everything here reads the checked network (`ir.Network`) (and, for an
+extended run, run.json's "extend" record), never weights, so
 the structure part of a report exists for any run that has its spec.part.
 The numbers are the IR's own (`segment_users`, `task_params`,
 `task_shared_params`), so the report and `partc check` cannot disagree.
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from partc.ir import Network
+from partc.run import Growth
 
 
 def segment_usage(net: Network) -> dict[str, list[list[str]]]:
@@ -78,3 +80,21 @@ def structure(net: Network) -> dict[str, Any]:
         "used_params": net.used_params,
         "shared_params": net.shared_params,
     }
+
+
+def extension(net: Network, record: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+    """The extension section of report.json, for a run `partc extend` made (run.json's "extend" record):
+    each segment inherited-frozen, inherited-trained or new, and the base tasks' test top-1 before and after."""
+    growth = Growth.from_dict(record)
+    status = {lv.name: [growth.segment_status(lv.name, i) for i in range(lv.count)] for lv in net.levels}
+    before_after = {}
+    for task in growth.base_tasks:
+        before = (growth.base_results.get(task) or {}).get("top1")
+        after = (results.get("tasks", {}).get(task) or {}).get("top1")
+        before_after[task] = {"before": before, "after": after,
+                              "change": None if before is None or after is None else after - before}
+    return {"base_run": growth.base_run, "base_spec_hash": growth.base_spec_hash, "base_tasks": list(growth.base_tasks),
+            "new_tasks": list(growth.new_tasks), "freeze": growth.freeze, "segments": status,
+            "counts": {kind: sum(row.count(kind) for row in status.values())
+                       for kind in ("inherited-frozen", "inherited-trained", "new")},
+            "base_accuracy": before_after}

@@ -1,4 +1,4 @@
-"""`partc train`: the command over `partc.train.train`."""
+"""`partc train` and `partc extend`: the commands over `partc.train.train` and `partc.train.extend.extend`."""
 
 from __future__ import annotations
 
@@ -8,24 +8,38 @@ from partc.argtypes import int_at_least
 from partc.devices import DEVICE_CHOICES
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def prepare_torch(threads: int | None) -> None:
+    """Thread settings for a training process, before torch is first imported (the CLI imports it no earlier)."""
     import os
 
     # OpenMP threads that sleep instead of spinning while they wait: on a machine whose cores other
     # processes also use, spinning threads made CPU epochs up to 10x slower (docs/train.md).
-    # Only effective before torch is first imported, which the CLI does not do earlier.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     from partc.devices import cpu_threads
+
+    # torch's default thread count can exceed the CPUs a container lets this process use.
+    torch.set_num_threads(threads or min(cpu_threads(), torch.get_num_threads()))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
     from partc.spec import load
     from partc.train import train
 
-    # torch's default thread count can exceed the CPUs a container lets this process use.
-    torch.set_num_threads(args.threads or min(cpu_threads(), torch.get_num_threads()))
+    prepare_torch(args.threads)
     net = load(args.spec)
     results = train(net, args.out, device=args.device, resume=args.resume, epochs=args.epochs, mode=args.mode,
                     data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing)
+    return 0 if results is not None else 1
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    from partc.train.extend import extend
+
+    prepare_torch(args.threads)
+    results = extend(args.base_run, args.spec, args.out, epochs=args.epochs, device=args.device, mode=args.mode,
+                     data_root=args.data_root, quiet=args.quiet, resume=args.resume, freeze=not args.no_freeze)
     return 0 if results is not None else 1
 
 
@@ -48,3 +62,22 @@ def register(subparsers) -> None:
                    help="CPU threads for torch (default: torch's choice, at most the CPUs this process may use)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, epoch lines or results table")
     p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser(
+        "extend", help="train new tasks over a trained run, the old tasks' modules frozen (bit-identical)",
+        description="Grow a trained network: GROWN.part is the base run's spec with tasks added (levels may gain "
+                    "segments, appended). The base tasks keep the routes and weights they were trained with; only "
+                    "the new tasks train. NEW_RUN is a normal run directory. See docs/extend.md.")
+    p.add_argument("base_run", metavar="BASE_RUN", help="the finished run directory to grow")
+    p.add_argument("spec", metavar="GROWN.part", help="the base spec with new tasks")
+    p.add_argument("--out", required=True, metavar="NEW_RUN", help="the new run directory (not inside BASE_RUN)")
+    p.add_argument("--resume", action="store_true", help="continue the extension in NEW_RUN from its last checkpoint")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto (default): cuda when available")
+    p.add_argument("--epochs", type=int_at_least(1), help="override the grown spec's epochs")
+    p.add_argument("--mode", choices=["fused", "interleaved"], help="override the grown spec's training mode")
+    p.add_argument("--data-root", help="folder where relative data paths of the spec are looked up first")
+    p.add_argument("--no-freeze", action="store_true",
+                   help="fine-tune everything from the base weights (the old tasks then change: for comparison)")
+    p.add_argument("--threads", type=int_at_least(1), help="CPU threads for torch (as partc train)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, epoch lines or results table")
+    p.set_defaults(func=cmd_extend)

@@ -18,6 +18,7 @@ from typing import Any
 from partc.errors import CheckpointError, TrainError
 from partc.ir import Network
 from partc.run import (
+    Growth,
     append_metrics,
     epoch_checkpoint,
     keep_metrics_until,
@@ -45,11 +46,14 @@ KEEP_EPOCH_CHECKPOINTS = 3  # plus init.pt, last.pt and the epoch with the best 
 
 def train(net: Network, out_dir: str | Path | None = None, *, device: str = "auto", resume: bool = False,
           epochs: int | None = None, mode: str | None = None, data_root: str | Path | None = None,
-          quiet: bool = False, no_sharing: bool = False, data: dict[str, Any] | None = None) -> dict:
+          quiet: bool = False, no_sharing: bool = False, data: dict[str, Any] | None = None,
+          growth: Growth | None = None, initial_state: dict[str, Any] | None = None) -> dict:
     """Train every task of `net` into `out_dir` (default runs/<network>); the final results.
 
     `no_sharing` trains the spec's no-sharing baseline instead (`partc.train.nosharing`).
     `data` ({task: TaskData}) skips loading, for tests and benchmarks.
+    `growth` and `initial_state` come from `partc.train.extend`: train only the new tasks, over the base
+    run's weights, with the base tasks' modules frozen; a resumed extension finds them in run.json.
     """
     source = net
     if no_sharing:
@@ -62,6 +66,8 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
     state = _resume_checkpoint(out, net, no_sharing) if resume else None
     if state is not None:
         cfg = _resume_config(state, epochs, mode, run_paths(out)["last"])
+        recorded = require_info(out).get("extend")
+        growth, initial_state = (Growth.from_dict(recorded) if recorded else None), None
     else:
         _refuse_existing(out)
         cfg = resolve_config(net, epochs=epochs, mode=mode)
@@ -71,13 +77,14 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
         data = load_all(net, data_root=data_root)
     check_data(net, data)
     runtime.setup()
-    trainer = Trainer(net, cfg, runtime, data)
-    start = _open_run(out, net, source, trainer, state)
+    trainer = Trainer(net, cfg, runtime, data, growth=growth, initial_state=initial_state)
+    start = _open_run(out, net, source, trainer, state, growth)
     _train_epochs(out, net, trainer, start, quiet)
     return _finish(out, net, cfg.epochs, no_sharing, quiet)
 
 
-def _open_run(out: Path, net: Network, source: Network, trainer: Trainer, state: dict | None) -> int:
+def _open_run(out: Path, net: Network, source: Network, trainer: Trainer, state: dict | None,
+              growth: Growth | None) -> int:
     """Start the run directory (spec, init.pt) or restore the trainer from last.pt; the epochs done."""
     paths, cfg = run_paths(out), trainer.cfg
     info = {
@@ -88,6 +95,8 @@ def _open_run(out: Path, net: Network, source: Network, trainer: Trainer, state:
     }
     if source is not net:
         info.update(source_network=source.name, source_spec_hash=source.spec_hash)
+    if growth is not None:
+        info["extend"] = growth.to_dict()
     if state is not None:
         trainer.load_state_dict(state, str(paths["last"]))
         start = int(state["epoch"])

@@ -61,34 +61,56 @@ def data_stats(datasets: dict[str, Any]) -> dict[str, dict]:
             for t, d in datasets.items()}
 
 
+def _load_over(model, state: dict[str, Any]) -> None:
+    """Load `state` (a base run's weights) over a freshly initialised model that has every one of its keys."""
+    own = model.state_dict()
+    foreign = [k for k in state if k not in own or own[k].shape != state[k].shape]
+    if foreign:  # the extension check keeps base segments, stems and heads unchanged: a bug if this happens
+        raise CheckpointError(f"base weights do not fit the grown network ({foreign[0]})")
+    model.load_state_dict({**own, **state})
+
+
 class Trainer:
-    def __init__(self, net: Network, cfg: TrainConfig, runtime: Runtime, datasets: dict[str, Any]):
+    """One training session. With `growth` (partc extend) only the new tasks train and the base tasks'
+    modules are frozen; every task is still evaluated. `initial_state` holds weights loaded over the
+    seeded initialisation before training starts (the base run's, for an extension)."""
+
+    def __init__(self, net: Network, cfg: TrainConfig, runtime: Runtime, datasets: dict[str, Any],
+                 growth=None, initial_state: dict[str, Any] | None = None):
         from partc.compiler import compile_network
 
         self.net, self.cfg, self.runtime = net, cfg, runtime
-        self.tasks = list(net.tasks)
+        self.tasks = list(net.tasks)  # evaluated
+        self.train_tasks = [t for t in self.tasks if growth is None or t in growth.new_tasks]  # trained
         self.classes = {t: net.tasks[t].classes for t in self.tasks}
-        self.weights = {t: net.tasks[t].weight for t in self.tasks}
+        self.weights = {t: net.tasks[t].weight for t in self.train_tasks}
         torch.manual_seed(cfg.seed)  # initial weights: the same for the same spec and seed
-        self.model = runtime.prepare_model(compile_network(net, batchnorm=cfg.batchnorm))
+        model = compile_network(net, batchnorm=cfg.batchnorm)
+        if initial_state is not None:
+            _load_over(model, initial_state)
+        if growth is not None and growth.frozen_modules:
+            model.freeze(growth.frozen_modules)
+        self.model = runtime.prepare_model(model)
         options = runtime.optimizer_options()
+        trainable = lambda params: [p for p in params if p.requires_grad]  # noqa: E731
         if cfg.mode == "fused":
-            on_route = {id(p) for t in self.tasks for p in self.model.task_parameters(t)}
+            on_route = {id(p) for t in self.train_tasks for p in self.model.task_parameters(t)}
             # Only parameters on some task's route: an unused segment is never touched (not even weight decay).
             params = [p for p in self.model.parameters() if id(p) in on_route]
-            self.optimizers = {"all": build_optimizer(cfg, params, options)}
+            self.optimizers = {"all": build_optimizer(cfg, trainable(params), options)}
         else:
-            self.optimizers = {t: build_optimizer(cfg, self.model.task_parameters(t), options) for t in self.tasks}
+            self.optimizers = {t: build_optimizer(cfg, trainable(self.model.task_parameters(t)), options)
+                               for t in self.train_tasks}
 
-        train = {t: as_tensors(datasets[t].train) for t in self.tasks}
-        sizes = {t: int(train[t][1].shape[0]) for t in self.tasks}
-        self.batch_sizes = task_batch_sizes(cfg.batch, {t: net.tasks[t].sampling for t in self.tasks}, sizes)
+        train = {t: as_tensors(datasets[t].train) for t in self.train_tasks}
+        sizes = {t: int(train[t][1].shape[0]) for t in self.train_tasks}
+        self.batch_sizes = task_batch_sizes(cfg.batch, {t: net.tasks[t].sampling for t in self.train_tasks}, sizes)
         self.steps = steps_per_epoch(sizes, self.batch_sizes, cfg.epoch_policy)
         self.order_generator = make_generator(cfg.seed, "order")
-        self.streams = {t: TaskStream(sizes[t], make_generator(cfg.seed, "shuffle", t)) for t in self.tasks}
-        self.augment_generators = {t: make_generator(cfg.seed, "augment", t) for t in self.tasks}
+        self.streams = {t: TaskStream(sizes[t], make_generator(cfg.seed, "shuffle", t)) for t in self.train_tasks}
+        self.augment_generators = {t: make_generator(cfg.seed, "augment", t) for t in self.train_tasks}
         self.feeds = {}
-        for t in self.tasks:
+        for t in self.train_tasks:
             augment = datasets[t].augment_batch if getattr(datasets[t], "augment", False) else None
             self.feeds[t] = TaskFeed(*train[t], self.batch_sizes[t], self.streams[t], augment,
                                      self.augment_generators[t], runtime)
@@ -103,17 +125,17 @@ class Trainer:
     @property
     def steps_per_epoch_total(self) -> int:
         """Optimizer steps in one epoch (all tasks together in fused mode, one per task batch otherwise)."""
-        return self.steps if self.cfg.mode == "fused" else self.steps * len(self.tasks)
+        return self.steps if self.cfg.mode == "fused" else self.steps * len(self.train_tasks)
 
     def train_epoch(self, epoch_index: int, tick) -> dict[str, dict]:
         """Train one epoch (0-based index); the tasks' running train metrics."""
         set_lr(self.optimizers.values(), self.cfg, epoch_index)
-        meters = {t: Meter(self.classes[t], self.runtime.device) for t in self.tasks}
+        meters = {t: Meter(self.classes[t], self.runtime.device) for t in self.train_tasks}
         if self.cfg.mode == "fused":
             fused_epoch(self.model, self.optimizers["all"], self.feeds, self.weights, self.steps, meters,
                         self.runtime, tick)
         else:
-            schedule = interleaved_schedule(self.tasks, self.steps, self.cfg.steps_per_task, self.order_generator)
+            schedule = interleaved_schedule(self.train_tasks, self.steps, self.cfg.steps_per_task, self.order_generator)
             interleaved_epoch(self.model, self.optimizers, self.feeds, self.weights, schedule, meters,
                               self.runtime, tick)
         return {t: m.result() for t, m in meters.items()}
