@@ -11,7 +11,9 @@ classes (so there is something to transfer) in three ways:
 
 for 5 training seeds (initialisation and data order; routes and splits fixed
 by the network seed), with the new tasks' data full and scarce (limit=N
-training samples per task); the new tasks train twice the base epochs. Reports the base tasks' test top-1 before and
+training samples per task). The new tasks get about 120 optimizer steps in
+every regime (at least twice the base epochs): with 5 samples an epoch is
+one step. Reports the base tasks' test top-1 before and
 after (forgetting) and the new tasks' test top-1, mean and standard
 deviation over the seeds.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -41,9 +44,13 @@ NETWORK = """network digits_grow {{
   level l2 = {m} x conv_block(32) then relu, maxpool(2)
   level l3 = {m} x conv_block(32) then relu, avgpool
 {tasks}
-  train {{ epochs {epochs}; batch 32; optimizer adam(lr=3e-3); schedule cosine; seed {seed} }}
+  train {{ epochs {epochs}; batch {batch}; optimizer adam(lr=3e-3); schedule cosine; seed {seed} }}
 }}
 """
+BATCH = 32
+FULL_TRAIN_SAMPLES = 259  # a binary digits task's training split (72% of ~360 samples)
+NEW_TASK_STEPS = 120
+
 BASE_TASKS = {"t012": [0, 1, 2], "t345": [3, 4, 5], "t678": [6, 7, 8]}
 NEW_TASKS = {"n38": [3, 8], "n49": [4, 9]}
 
@@ -55,11 +62,18 @@ def task_lines(tasks: dict[str, list[int]], limit: int | None) -> str:
 
 
 def spec(tasks_text: str, seed: int, epochs: int, m: int) -> str:
-    return NETWORK.format(tasks=tasks_text, seed=seed, epochs=epochs, m=m)
+    return NETWORK.format(tasks=tasks_text, seed=seed, epochs=epochs, m=m, batch=BATCH)
 
 
 def top1(results: dict, tasks) -> dict[str, float]:
     return {t: results["tasks"][t]["top1"] for t in tasks}
+
+
+def new_task_epochs(limit: int | None, epochs: int) -> int:
+    """Epochs that give the new tasks about NEW_TASK_STEPS optimizer steps, whatever their data: with 5
+    samples an epoch is one step, and a few epochs would leave BatchNorm statistics and heads untrained."""
+    samples = limit or FULL_TRAIN_SAMPLES
+    return max(2 * epochs, math.ceil(NEW_TASK_STEPS / math.ceil(samples / BATCH)))
 
 
 def run_seed(out: Path, seed: int, limit: int | None, epochs: int) -> dict:
@@ -69,13 +83,14 @@ def run_seed(out: Path, seed: int, limit: int | None, epochs: int) -> dict:
     if done.exists():  # resumable: a finished seed is not run again
         return json.loads(done.read_text())
     base_text = spec(task_lines(BASE_TASKS, None), seed, epochs, m=4)
-    grown_text = spec(task_lines(BASE_TASKS, None) + "\n" + task_lines(NEW_TASKS, limit), seed, 2 * epochs, m=6)
+    new_epochs = new_task_epochs(limit, epochs)
+    grown_text = spec(task_lines(BASE_TASKS, None) + "\n" + task_lines(NEW_TASKS, limit), seed, new_epochs, m=6)
     (folder / "base.part").write_text(base_text)
     (folder / "grown.part").write_text(grown_text)
     base = train(partc.load(folder / "base.part"), folder / "base", device="cpu", quiet=True)
     frozen = extend(folder / "base", folder / "grown.part", folder / "extend", device="cpu", quiet=True)
     naive = extend(folder / "base", folder / "grown.part", folder / "naive", device="cpu", quiet=True, freeze=False)
-    alone_text = spec(task_lines(NEW_TASKS, limit), seed, 2 * epochs, m=6).replace("digits_grow", "digits_new")
+    alone_text = spec(task_lines(NEW_TASKS, limit), seed, new_epochs, m=6).replace("digits_grow", "digits_new")
     (folder / "alone.part").write_text(alone_text)
     alone = train(partc.load(folder / "alone.part"), folder / "alone", device="cpu", quiet=True, no_sharing=True)
     result = {"seed": seed, "limit": limit, "base_before": top1(base, BASE_TASKS),
@@ -117,7 +132,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("/tmp/extend_study"))
     parser.add_argument("--seeds", default="1,2,3,4,5")
     parser.add_argument("--limits", default="0,20,5", help="new tasks' training samples per task (0: all)")
-    parser.add_argument("--epochs", type=int, default=6, help="base epochs (the new tasks train twice as many)")
+    parser.add_argument("--epochs", type=int, default=6, help="base epochs (the new tasks: see new_task_epochs)")
     args = parser.parse_args()
     import torch
 
