@@ -5,6 +5,9 @@ An entry says, as plain torch-free data (so `partc check` stays fast):
 - `ranks`: the input ranks it accepts (an image is (C, H, W), rank 3; a
   feature vector (F,), rank 1), checked for every layer by shape inference;
 - `shape` and `count`: its output shape and parameter count, as arithmetic;
+- `per_task`: inside a segment, each task routed through the segment owns
+  a copy of its own (`task_batchnorm`), so `count` holds once per such task
+  (`partc.ir.Network` applies that rule for every count);
 - `torch`: the `torch.nn` module it compiles to (class and constructor
   arguments), which the compiler builds and codegen writes as source;
 - `macs`: multiply-adds per sample, for FLOPs figures.
@@ -133,6 +136,14 @@ def _avgpool_module(rank, a):
     return TorchModule("AvgPool2d", (("kernel_size", "k"), ("stride", "stride")), positional=1)
 
 
+def _batchnorm_module(rank, a):
+    return TorchModule("BatchNorm2d" if rank == 3 else "BatchNorm1d", (("num_features", IN_CHANNELS),), positional=1)
+
+
+def _batchnorm_count(s, a):
+    return 2 * s[0]  # weight and bias per channel (the running statistics are buffers)
+
+
 _pos = lambda v: v > 0  # noqa: E731
 _prob = lambda v: 0 <= v < 1  # noqa: E731
 _same = lambda s, a: s  # noqa: E731
@@ -175,13 +186,10 @@ PRIMITIVES: dict[str, Primitive] = {
             macs=lambda s, out, a: s[0] * out[0],
             doc="fully connected layer",
         ),
-        Primitive(
-            "batchnorm", (), _ANY_RANK, _same,
-            lambda rank, a: TorchModule("BatchNorm2d" if rank == 3 else "BatchNorm1d",
-                                        (("num_features", IN_CHANNELS),), positional=1),
-            count=lambda s, a: 2 * s[0],
-            doc="batch normalisation over channels",
-        ),
+        Primitive("batchnorm", (), _ANY_RANK, _same, _batchnorm_module, count=_batchnorm_count,
+                  doc="batch normalisation over channels"),
+        Primitive("task_batchnorm", (), _ANY_RANK, _same, _batchnorm_module, count=_batchnorm_count, per_task=True,
+                  doc="batch normalisation over channels, one per task routed through the segment"),
         Primitive(
             "layernorm", (), _ANY_RANK, _same,
             lambda rank, a: TorchModule("LayerNorm", (("normalized_shape", IN_SHAPE),), positional=1),

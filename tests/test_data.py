@@ -247,7 +247,7 @@ def test_cifar100_names_subset_and_nested_root(tmp_path):
         task("b", 'cifar100("data", classes=["bed", "apple"], augment=true)'),  # the folder above also works
     ])
     net = make_spec(tmp_path, tasks)
-    data = load_all(net)
+    data = load_all(net, data_root=tmp_path)  # not a data/ folder in the current directory
     a, b = data["a"], data["b"]
     assert a.labels == ["bed", "castle", "leopard"] and b.labels == ["bed", "apple"]
     assert [len(s[1]) for s in (a.train, a.val, a.test)] == [13, 2, 6]
@@ -519,3 +519,27 @@ def test_class_names_are_not_taken_as_ids(tmp_path):
     assert root.is_dir()
     err = _expect_data_error(make_spec(tmp_path, task("a", 'folder("imgs", classes=["1"])'), "3, 8, 8"))
     assert "no class '1'" in err.message and "classes there: a, b" in err.hint
+
+
+def test_digit_domains_data_script_writes_what_its_spec_reads(tmp_path):
+    """specs/digit_domains.part reads three npz files that experiments/digit_domains_data.py writes:
+    disjoint thirds of the digits (1797 in all), every class in each, each in its own look."""
+    import subprocess
+    import sys
+
+    root = SPECS.parent
+    out = tmp_path / "data" / "digit_domains"
+    subprocess.run([sys.executable, str(root / "experiments" / "digit_domains_data.py"), "--out", str(out)],
+                   check=True, capture_output=True, timeout=120)
+    net = partc.load(SPECS / "digit_domains.part")
+    data = load_all(net, data_root=tmp_path)
+    assert list(data) == ["plain", "negative", "small"]
+    sizes = {t: sum(len(getattr(d, split)[1]) for split in ("train", "val", "test")) for t, d in data.items()}
+    assert sum(sizes.values()) == len(load_digits().target) and min(sizes.values()) > 590
+    raw = {t: np.load(out / f"{t}.npz") for t in data}
+    for t, d in data.items():
+        assert d.labels == [str(i) for i in range(10)] and set(np.asarray(d.test[1]).tolist()) == set(range(10))
+        assert raw[t]["x"].shape[1:] == (1, 8, 8) and 0 <= raw[t]["x"].min() and raw[t]["x"].max() <= 1
+    # the looks differ: a dark background (plain), a light one (negative), small digits on noise
+    corners = {t: float(raw[t]["x"][:, 0, 0, 0].mean()) for t in data}
+    assert corners["plain"] == 0 and 0.02 < corners["small"] < 0.1 and abs(corners["negative"] - 0.9) < 0.01

@@ -61,7 +61,7 @@ def test_structure_numbers_come_from_the_ir(runs):
         p = s["params"][t]
         assert p["total"] == net.task_params(t)
         assert p["shared"] == net.task_shared_params(t)
-        assert p["shared"] + p["private_segments"] + p["stem_head"] == p["total"]
+        assert p["shared"] + p["task_owned"] + p["private_segments"] + p["stem_head"] == p["total"]
     assert (s["total_params"], s["used_params"], s["shared_params"]) == (net.total_params, net.used_params,
                                                                          net.shared_params)
     # The compiled model has exactly the parameters the IR counts on each route.
@@ -238,6 +238,38 @@ def test_html_shows_the_numbers_of_report_json(runs):
     for m in d["transfer"].values():
         assert f"{100 * m['reset_top1']:.1f}%" in html
     assert "Problems" not in html  # a complete run has none
+
+
+# ---------------------------------------------------------------- task-owned BatchNorm
+def test_task_owned_batchnorm_in_structure_figures_and_transfer(tmp_path):
+    """A run whose segments hold task_batchnorm: the split counts each task's own copies apart (block(8)'s
+    conv 8*1*9+8 = 80 on l1 held once, 2*8 = 16 per task), the page shows them, and transfer resets a
+    task's shared weights but keeps its own BatchNorm trained."""
+    spec = SHARED_SPEC.replace("batchnorm", "task_batchnorm").replace("epochs 2", "epochs 1")
+    run = make_run(tmp_path / "run", spec)
+    report, d, _ = _report(run, tmp_path)
+    net = partc.load(run / "spec.part")
+    s = d["structure"]
+    assert s["levels"][0]["params_text"] == "80 + 16/task" and s["levels"][0]["task_params_per_segment"] == [16] * 4
+    assert s["task_owned_params"] == net.task_owned_params == sum(p["task_owned"] for p in s["params"].values())
+    assert s["params"]["a"] == net.param_split("a").as_dict() and s["params"]["a"]["task_owned"] == 2 * (16 + 16 + 32)
+    html = report.html.read_text()
+    assert "own per-task layers" in html and f"{s['task_owned_params']:,} in the tasks' own per-task layers" in html
+    assert {"usage", "params"} <= set(report.figures)
+
+    model = load_trained_model(run)[1]
+    init = load_checkpoint(run_paths(run)["init"])["model"]
+    mixed = model.state_dict()
+    shared = [f"levels.{lv}.{i}." for lv, ix in net.tasks["a"].path.items() for i in ix
+              if len(net.segment_users(lv, i)) > 1]
+    for key in mixed:  # levels.l1.1.0.weight is shared; levels.l1.1.1.a.weight is a's own
+        if any(key.startswith(prefix) for prefix in shared) and key.split(".")[4:5] not in (["a"], ["b"], ["c"]):
+            mixed[key] = init[key]
+    model.load_state_dict(mixed)
+    from partc.data.load import load_task_data
+
+    x, y = load_task_data(net, "a").test
+    assert d["transfer"]["a"]["reset_top1"] == pytest.approx(accuracy(model, "a", x, y, torch.device("cpu"))["top1"])
 
 
 # ---------------------------------------------------------------- degraded runs

@@ -11,7 +11,10 @@
    batch 1 and batch 3 (the dynamic axis), max |difference| <= tolerance.
 
 Parameter counts. `partc check` counts a task's route: its stem, path
-segments and head, BatchNorm scale/shift included (`net.task_params`).
+segments and head, BatchNorm scale/shift included (`net.task_params`), of a
+per-task layer (`task_batchnorm`) the task's own copy only: its fx module
+calls that copy (`levels.l1.3.1.<task>`) and no other task's, so another
+task's copy in a shared segment is off the route, and an error here.
 The torch module must hold exactly that many parameters (checked here).
 The folded file holds fewer: each BatchNorm after a conv/linear is folded
 into that layer's weight and bias, so its 2*C scale/shift values (and its

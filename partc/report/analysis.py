@@ -4,7 +4,8 @@
 the tasks' outputs at each level with linear CKA. `transfer` measures how
 much each task relies on what it shares: its test accuracy with trained
 weights versus with its shared segments put back to their initial weights
-(checkpoints/init.pt), everything else trained.
+(checkpoints/init.pt), everything else trained, its own per-task layers
+(task_batchnorm) inside those segments included: they are the task's own.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor
 
 from partc.compiler.model import PartModel
+from partc.compiler.modules import is_task_owned
 from partc.ir import Network
 from partc.report.cka import centered_gram, cka_from_grams
 from partc.report.evaldata import EvalData, Probe
@@ -83,6 +85,14 @@ def _segment_state(state: dict[str, Tensor], level: str, index: int) -> dict[str
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
+def _reset_shared_layers(segment: torch.nn.Sequential, init: dict[str, Tensor]) -> None:
+    """Put the segment's shared layers back to `init` (its state in init.pt); per-task layers stay as they are."""
+    for position, layer in enumerate(segment):
+        if not is_task_owned(layer):
+            prefix = f"{position}."
+            layer.load_state_dict({k[len(prefix):]: v for k, v in init.items() if k.startswith(prefix)})
+
+
 @torch.no_grad()
 def transfer(net: Network, model: PartModel, init_state: dict[str, Tensor], data: EvalData,
              device: torch.device) -> dict[str, Any]:
@@ -98,7 +108,7 @@ def transfer(net: Network, model: PartModel, init_state: dict[str, Tensor], data
         for lv, i in shared:
             segment = model.segment(lv, i)
             saved[(lv, i)] = {k: v.clone() for k, v in segment.state_dict().items()}
-            segment.load_state_dict(_segment_state(init_state, lv, i))
+            _reset_shared_layers(segment, _segment_state(init_state, lv, i))
         try:
             reset = accuracy(model, task, test.x, test.y, device) if shared else trained
         finally:

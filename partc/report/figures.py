@@ -77,7 +77,8 @@ EXTENSION_EDGES = {"inherited-frozen": {"edgecolor": "#000000", "linewidth": 2.0
 
 
 def usage_map(structure: dict[str, Any]) -> Figure:
-    """Levels x segments: private cells in the task's colour, shared ones grey with the user count."""
+    """Levels x segments: private cells in the task's colour, shared ones grey with the user count; a
+    segment with per-task layers (task_batchnorm) gets a strip along its foot, one band per owner."""
     tasks, levels = structure["tasks"], structure["levels"]
     colours = task_colours(tasks)
     width = max(lv["segments"] for lv in levels)
@@ -87,6 +88,7 @@ def usage_map(structure: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(1.0 + cell * width + legend_width, 1.1 + cell * max(len(levels), 5)), layout="constrained")
     ax = fig.add_subplot()
     counts_seen = set()
+    owned_seen = False
     # A cell is `cell` inches wide: names up to 4 characters fit at 8 pt, up to 7 at 6.5 pt.
     name_size = 8 if max(map(len, tasks)) <= 4 else 6.5 if max(map(len, tasks)) <= 7 else None
     for row, lv in enumerate(levels):
@@ -101,6 +103,12 @@ def usage_map(structure: dict[str, Any]) -> Figure:
             status = lv.get("status", [None] * len(lv["users"]))[col]  # an extended run: inherited or new
             ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, facecolor=face, edgecolor="#555555", linewidth=0.6,
                                    hatch="////" if not users else None))
+            if users and lv["task_params_per_segment"][col]:
+                owned_seen = True
+                band = 1 / len(users)
+                for k, t in enumerate(users):  # each owner's own layers: a band of its colour
+                    ax.add_patch(Rectangle((col - 0.5 + k * band, row + 0.28), band, 0.22, facecolor=colours[t],
+                                           edgecolor="white", linewidth=0.6))
             if status in EXTENSION_EDGES:
                 ax.add_patch(Rectangle((col - 0.42, row - 0.42), 0.84, 0.84, fill=False, **EXTENSION_EDGES[status]))
             if text:
@@ -120,6 +128,9 @@ def usage_map(structure: dict[str, Any]) -> Figure:
     private = [Patch(facecolor=colours[t], edgecolor="#555555", label=t) for t in tasks]
     shared = [Patch(facecolor=_grey(n, most), edgecolor="#555555", label=f"{n} tasks") for n in sorted(counts_seen)]
     shared.append(Patch(facecolor="white", edgecolor="#555555", hatch="////", label="unused"))
+    if owned_seen:
+        shared.append(Patch(facecolor=colours[tasks[0]], edgecolor="white",
+                            label="foot strip, a band per\ntask: its own layers\n(task_batchnorm)"))
     if any("status" in lv for lv in levels):
         shared += [Patch(facecolor="white", label=label, **EXTENSION_EDGES[kind])
                    for kind, label in (("inherited-frozen", "frozen (base)"), ("new", "new segment"))]
@@ -213,7 +224,7 @@ def sharing_by_level(structure: dict[str, Any]) -> Figure:
 
 
 def param_split(structure: dict[str, Any]) -> Figure:
-    """Parameters on each task's route: shared segments, private segments, stem and head."""
+    """Parameters on each task's route: shared segments, its own per-task layers, private segments, stem and head."""
     tasks = structure["tasks"]
     colours = task_colours(tasks)
     params = structure["params"]
@@ -221,11 +232,17 @@ def param_split(structure: dict[str, Any]) -> Figure:
     ax = fig.add_subplot()
     xs = range(len(tasks))
     shared = [params[t]["shared"] for t in tasks]
+    owned = [params[t]["task_owned"] for t in tasks]
     private = [params[t]["private_segments"] for t in tasks]
     own = [params[t]["stem_head"] for t in tasks]
     ax.bar(xs, shared, color=SHARED_GREY, edgecolor="#444444", linewidth=0.5)
-    ax.bar(xs, private, bottom=shared, color=[colours[t] for t in tasks], edgecolor="#444444", linewidth=0.5)
-    ax.bar(xs, own, bottom=[a + b for a, b in zip(shared, private)], color=[colours[t] for t in tasks], alpha=0.45,
+    below = list(shared)
+    if any(owned):
+        ax.bar(xs, owned, bottom=below, color=[colours[t] for t in tasks], alpha=0.7, hatch="...",
+               edgecolor="#444444", linewidth=0.5)
+        below = [a + b for a, b in zip(below, owned)]
+    ax.bar(xs, private, bottom=below, color=[colours[t] for t in tasks], edgecolor="#444444", linewidth=0.5)
+    ax.bar(xs, own, bottom=[a + b for a, b in zip(below, private)], color=[colours[t] for t in tasks], alpha=0.45,
            hatch="///", edgecolor="#444444", linewidth=0.5)
     top = max(params[t]["total"] for t in tasks) or 1
     for x, t in zip(xs, tasks):
@@ -239,10 +256,13 @@ def param_split(structure: dict[str, Any]) -> Figure:
     ax.set_xlabel("task")
     ax.set_ylabel("parameters on the task's route")
     ax.set_title(f"{structure['network']}: parameters per task, shared and private", fontsize=10)
-    fig.legend(handles=[Patch(facecolor=SHARED_GREY, edgecolor="#444444", label="shared segments"),
-                        Patch(facecolor="#777777", edgecolor="#444444", label="private segments\n(task colour)"),
-                        Patch(facecolor="#bbbbbb", edgecolor="#444444", hatch="///", label="stem + head")],
-               loc="outside right upper", fontsize=8, frameon=False)
+    handles = [Patch(facecolor=SHARED_GREY, edgecolor="#444444", label="shared segments")]
+    if any(owned):
+        handles.append(Patch(facecolor="#999999", edgecolor="#444444", hatch="...",
+                             label="own per-task layers\n(task_batchnorm)"))
+    handles += [Patch(facecolor="#777777", edgecolor="#444444", label="private segments\n(task colour)"),
+                Patch(facecolor="#bbbbbb", edgecolor="#444444", hatch="///", label="stem + head")]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
     return fig
 
 

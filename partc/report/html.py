@@ -19,12 +19,14 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 FIGURE_TEXT = {
     "usage": ("Segment usage", "Each cell is one segment (columns) of one level (rows). A coloured cell is private "
               "to the task of that colour; a grey one is shared, darker with more users, and the number is how many "
-              "tasks use it. Hatched segments belong to no path."),
+              "tasks use it. Hatched segments belong to no path. A strip along a cell's foot marks per-task layers "
+              "(task_batchnorm): each task routed through the segment owns its own copy, one band per owner."),
     "sharing": ("Sharing between tasks", "Left: how many segments two tasks' paths have in common over all levels. "
                 "Right: Jaccard similarity of the two paths (common segments over segments in either path)."),
     "sharing_by_level": ("Sharing per level", "Segments two tasks have in common at each level."),
-    "params": ("Parameters per task", "Parameters on each task's route, split into segments it shares, segments only it "
-               "uses, and its own stem and head. The label gives the total and the shared fraction."),
+    "params": ("Parameters per task", "Parameters on each task's route, split into segments it shares, its own copies of "
+               "per-task layers (task_batchnorm, dotted, when the network has any), segments only it uses, and its own "
+               "stem and head. The label gives the total and the shared fraction."),
     "accuracy": ("Test accuracy", "Top-1 (solid) and top-5 (pale) accuracy of each task on its test split."),
     "curves": ("Learning curves", "Loss and top-1 accuracy per epoch on the training and validation splits."),
     "cka": ("Representation similarity (linear CKA)", "Linear centered kernel alignment between every pair of tasks' "
