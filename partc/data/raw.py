@@ -60,12 +60,31 @@ def missing_path_error(what: str, value: str, tried: list[Path], loc: Location |
 # ---- digits -------------------------------------------------------------------------------------
 
 def read_digits() -> RawData:
-    """scikit-learn's bundled 8x8 handwritten digits (1797 images, values 0..16), scaled to [0, 1]."""
-    from sklearn.datasets import load_digits
+    """scikit-learn's bundled 8x8 handwritten digits (1797 images, values 0..16), scaled to [0, 1].
 
-    digits = load_digits()
-    x = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
-    return RawData(x=x, y=digits.target.astype(np.int64), names=[str(i) for i in range(10)], origin="sklearn digits")
+    The file is read straight from the installed package: importing sklearn.datasets (and with it
+    scipy and pandas) would cost a training process 1-2 s and about 75 MiB for one 300 KB table.
+    """
+    images, target = _digits_table()
+    x = (images / 16.0).astype(np.float32)[:, None, :, :]
+    return RawData(x=x, y=target.astype(np.int64), names=[str(i) for i in range(10)], origin="sklearn digits")
+
+
+def _digits_table() -> tuple[np.ndarray, np.ndarray]:
+    """(images (1797, 8, 8) float64, target (1797,)) as `sklearn.datasets.load_digits` returns them."""
+    import gzip
+    from importlib.util import find_spec
+
+    spec = find_spec("sklearn")  # locates the package without importing it
+    table = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if spec else None
+    if table is None or not table.is_file():  # an unusual layout: let scikit-learn find its file
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return digits.images, digits.target
+    with gzip.open(table, "rt", encoding="ascii") as f:
+        data = np.loadtxt(f, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
 
 
 # ---- npz ----------------------------------------------------------------------------------------

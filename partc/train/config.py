@@ -94,13 +94,17 @@ def resolve_config(net: Network, *, epochs: int | None = None, mode: str | None 
 
 
 def build_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter], extra: dict[str, Any] | None = None):
-    """A torch optimizer over `params`; `extra` holds device options (e.g. fused=True on CUDA)."""
-    kwargs = {**cfg.optimizer_kwargs, **(extra or {})}
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, **kwargs)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, **kwargs)
-    return torch.optim.SGD(params, **kwargs)
+    """The optimizer over `params`; `extra` holds device options (e.g. fused=True on CUDA).
+
+    With device options, torch's own optimizer; without (the CPU), partc's equivalent
+    (`partc.train.optim`: the same arithmetic and state, without torch.optim's import of torch._dynamo).
+    """
+    if extra:
+        classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+        return classes[cfg.optimizer](params, **cfg.optimizer_kwargs, **extra)
+    from partc.train.optim import OPTIMIZERS
+
+    return OPTIMIZERS[cfg.optimizer](params, **cfg.optimizer_kwargs)
 
 
 def set_lr(optimizers, cfg: TrainConfig, epoch_index: int) -> float:
