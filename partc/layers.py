@@ -10,7 +10,9 @@ An entry says, as plain torch-free data (so `partc check` stays fast):
   (`partc.ir.Network` applies that rule for every count);
 - `torch`: the `torch.nn` module it compiles to (class and constructor
   arguments), which the compiler builds and codegen writes as source;
-- `macs`: multiply-adds per sample, for FLOPs figures.
+- `macs`: multiply-adds per sample, for FLOPs figures;
+- `random`: it draws random numbers in train mode (dropout), so the order
+  in which rows run through it matters (`partc.train.step`).
 
 Adding a layer means adding one entry here (docs/ARCHITECTURE.md, "Adding a
 layer"); the compiler (`partc.compiler.modules`), codegen
@@ -81,6 +83,7 @@ class Primitive:
     per_task: bool = False  # each task routed through the segment owns its own copy (see `module_path`)
     count: Callable[[tuple[int, ...], dict], int] = lambda s, a: 0
     macs: Callable[[tuple[int, ...], tuple[int, ...], dict], int] = lambda s, out, a: 0
+    random: bool = False  # draws random numbers in train mode
     doc: str = ""
     param_names: tuple[str, ...] = field(init=False, default=())
 
@@ -200,7 +203,7 @@ PRIMITIVES: dict[str, Primitive] = {
         Primitive("gelu", (), _ANY_RANK, _same, lambda rank, a: TorchModule("GELU"), doc="GELU"),
         Primitive(
             "dropout", (Param("p", (int, float), 0.5, _prob, "a probability in [0, 1)"),), _ANY_RANK, _same,
-            lambda rank, a: TorchModule("Dropout", (("p", "p"),), positional=1),
+            lambda rank, a: TorchModule("Dropout", (("p", "p"),), positional=1), random=True,
             doc="dropout (train only)",
         ),
         Primitive(

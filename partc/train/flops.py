@@ -20,14 +20,20 @@ def layer_macs(layer: Layer) -> int:
     return PRIMITIVES[layer.op].macs(layer.in_shape, layer.shape, layer.args)
 
 
-def task_forward_flops(net: Network, task: str) -> int:
-    """FLOPs of one sample's forward pass through `task`'s route (stem, path segments, head)."""
+def route_layers(net: Network, task: str) -> list[Layer]:
+    """Every layer one sample of `task` passes through: stem, path segments and each level's `then`, head."""
     t = net.tasks[task]
-    layers = list(t.stem or []) + list(t.head)
+    layers = list(t.stem or [])
     for level in net.levels:
         for i in t.path[level.name]:
             layers += level.group_of(i).layers
-    return 2 * sum(layer_macs(layer) for layer in layers)
+        layers += level.then
+    return layers + list(t.head)
+
+
+def task_forward_flops(net: Network, task: str) -> int:
+    """FLOPs of one sample's forward pass through `task`'s route (stem, path segments, head)."""
+    return 2 * sum(layer_macs(layer) for layer in route_layers(net, task))
 
 
 def task_train_flops(net: Network, task: str) -> int:
