@@ -1,13 +1,20 @@
-"""Which device a command runs on: the `--device` choices and their rules (a neutral module).
+"""Which device a command runs on: the `--device` choices and their rules, and CPU threads (a neutral module).
 
 Training, evaluation in the report and ONNX Runtime serving all take the
 same `--device auto|cpu|cuda`. Torch is imported only when a device is
 picked, so command-line parsers can list the choices cheaply.
+
+`configure_cpu` sets torch's CPU threads for a process that trains or
+evaluates (`partc train`, `partc extend`, `partc report`), before torch is
+first imported; docs/train.md ("CPU threads") gives the measurements
+behind it.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from dataclasses import asdict, dataclass
 
 from partc.errors import TrainError
 
@@ -36,3 +43,84 @@ def cpu_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+# With more than one thread, OpenMP's worker threads wait between parallel regions by spinning
+# (libgomp's default: up to 300,000 turns, then sleep) or sleeping. On a core that other processes
+# also want, a spinning thread steals the time its partner needs, and every region waits for the
+# slowest thread: a 2-thread training step ran 5-15x slower at load 5-8 on 2 cores.
+WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
+WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+@dataclass(frozen=True)
+class CpuThreads:
+    """The CPU thread settings of a process and why (recorded in a run's run.json)."""
+
+    threads: int
+    chosen_by: str  # "--threads", "OMP_NUM_THREADS", "the run's own (resumed)", or the load that decided it
+    wait: str  # the OpenMP wait settings in force, e.g. "OMP_WAIT_POLICY=PASSIVE (set by partc)"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def current(cls, chosen_by: str = "the calling program") -> CpuThreads:
+        """This process's settings as they stand (for `partc.train.train` called from Python)."""
+        import torch
+
+        return cls(torch.get_num_threads(), chosen_by, _wait_text() or "OpenMP's default")
+
+
+def choose_threads(requested: int | None = None, *, chosen_by: str = "--threads",
+                   load: float | None = None, cpus: int | None = None) -> tuple[int, str]:
+    """(threads, why): `requested` when given, else OMP_NUM_THREADS when the user set it, else one
+    thread per CPU that other processes leave idle (the CPUs this process may use minus the
+    1-minute load average, rounded), at least one.
+
+    Thread count changes a CPU run's floating-point sums, so a run records it and resumes with it.
+    """
+    if requested is not None:
+        return requested, chosen_by
+    from_env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if from_env.isdigit() and int(from_env) > 0:
+        return int(from_env), "OMP_NUM_THREADS"
+    cpus = cpu_threads() if cpus is None else cpus
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # no load average here (Windows): take the CPUs as free
+            load = 0.0
+    return max(1, min(cpus, round(cpus - load))), f"load {load:.1f} on {cpus} CPUs"
+
+
+_wait_in_force: list[str] = []  # what the first set_wait_policy() found or set, for later callers
+
+
+def set_wait_policy() -> str:
+    """The OpenMP wait policy (`WAIT_POLICY`) unless the user set one; what is in force. Effective only
+    before torch is first imported: OpenMP reads its environment when torch loads it."""
+    if not _wait_in_force:
+        if "torch" in sys.modules:
+            text = (_wait_text() or "OpenMP's default") + " (torch was imported before partc could set it)"
+        elif any(k in os.environ for k in WAIT_VARIABLES):
+            text = _wait_text()
+        else:
+            os.environ.update(WAIT_POLICY)
+            text = _wait_text() + " (set by partc)"
+        _wait_in_force.append(text)
+    return _wait_in_force[0]
+
+
+def _wait_text() -> str:
+    return " ".join(f"{k}={os.environ[k]}" for k in WAIT_VARIABLES if k in os.environ)
+
+
+def configure_cpu(requested: int | None = None, *, chosen_by: str = "--threads") -> CpuThreads:
+    """The wait policy, then torch's thread count (`choose_threads`) for this process."""
+    wait = set_wait_policy()
+    threads, why = choose_threads(requested, chosen_by=chosen_by)
+    import torch
+
+    torch.set_num_threads(threads)
+    return CpuThreads(threads, why, wait)

@@ -3,43 +3,51 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from partc.argtypes import int_at_least
 from partc.devices import DEVICE_CHOICES
 
 
-def prepare_torch(threads: int | None) -> None:
-    """Thread settings for a training process, before torch is first imported (the CLI imports it no earlier)."""
-    import os
+def prepare_torch(threads: int | None, resume_dir: Path | None = None):
+    """CPU threads for a training process (`partc.devices.configure_cpu`): --threads when given, else a
+    resumed run's own count (the thread count changes a CPU run's sums: resuming with it stays
+    bit-identical), else one per idle CPU. The OpenMP wait policy is set before torch is imported."""
+    from partc.devices import configure_cpu, set_wait_policy
 
-    # OpenMP threads that sleep instead of spinning while they wait: on a machine whose cores other
-    # processes also use, spinning threads made CPU epochs up to 10x slower (docs/train.md).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
+    set_wait_policy()  # before anything below imports torch
+    if threads is None and resume_dir is not None:
+        from partc.run import read_info
 
-    from partc.devices import cpu_threads
-
-    # torch's default thread count can exceed the CPUs a container lets this process use.
-    torch.set_num_threads(threads or min(cpu_threads(), torch.get_num_threads()))
+        recorded = read_info(resume_dir)[0].get("cpu")
+        recorded = recorded.get("threads") if isinstance(recorded, dict) else None
+        if isinstance(recorded, int) and recorded > 0:
+            return configure_cpu(recorded, chosen_by="the run's own (resumed)")
+    return configure_cpu(threads)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from partc.spec import load
-    from partc.train import train
+    from partc.devices import set_wait_policy
 
-    prepare_torch(args.threads)
+    set_wait_policy()  # the runner imports torch, and the run directory must be known to pick threads
+    from partc.spec import load
+    from partc.train.runner import run_dir, train
+
     net = load(args.spec)
-    results = train(net, args.out, device=args.device, resume=args.resume, epochs=args.epochs, mode=args.mode,
-                    data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing)
+    out = run_dir(net, args.out, args.no_sharing)
+    cpu = prepare_torch(args.threads, out if args.resume else None)
+    results = train(net, out, device=args.device, resume=args.resume, epochs=args.epochs, mode=args.mode,
+                    data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing, cpu=cpu)
     return 0 if results is not None else 1
 
 
 def cmd_extend(args: argparse.Namespace) -> int:
+    cpu = prepare_torch(args.threads, Path(args.out) if args.resume else None)
     from partc.train.extend import extend
 
-    prepare_torch(args.threads)
     results = extend(args.base_run, args.spec, args.out, epochs=args.epochs, device=args.device, mode=args.mode,
-                     data_root=args.data_root, quiet=args.quiet, resume=args.resume, freeze=not args.no_freeze)
+                     data_root=args.data_root, quiet=args.quiet, resume=args.resume, freeze=not args.no_freeze,
+                     cpu=cpu)
     return 0 if results is not None else 1
 
 
@@ -59,7 +67,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-sharing", action="store_true",
                    help="train the no-sharing baseline: every task gets private copies of its path's segments")
     p.add_argument("--threads", type=int_at_least(1),
-                   help="CPU threads for torch (default: torch's choice, at most the CPUs this process may use)")
+                   help="CPU threads for torch (default: one per CPU other processes leave idle; with --resume, "
+                        "the run's own)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, epoch lines or results table")
     p.set_defaults(func=cmd_train)
 

@@ -241,10 +241,11 @@ def plan_extension(base_run: str | Path, grown_path: str | Path, out: str | Path
 
 def extend(base_run: str | Path, grown_path: str | Path, out_dir: str | Path, *, epochs: int | None = None,
            device: str = "auto", mode: str | None = None, data_root: str | Path | None = None, quiet: bool = False,
-           resume: bool = False, freeze: bool = True) -> dict:
+           resume: bool = False, freeze: bool = True, cpu=None) -> dict:
     """Train the grown spec's new tasks over BASE_RUN into OUT_DIR (see the module docstring); the results.
 
     The base run is only read. With `resume`, OUT_DIR must be this extension's run directory.
+    `cpu`: the CPU thread settings the command chose, for run.json (as `partc.train.train`).
     """
     from partc.train.runner import train
 
@@ -256,6 +257,6 @@ def extend(base_run: str | Path, grown_path: str | Path, out_dir: str | Path, *,
             raise CheckpointError(f"'{out}' is not an extension of '{base_run}' by '{grown_path}'",
                                   hint="resume with the base run and grown spec it was started from")
         return train(extension.net, out, device=device, resume=True, epochs=epochs, mode=mode, data_root=data_root,
-                     quiet=quiet)
+                     quiet=quiet, cpu=cpu)
     return train(extension.net, out, device=device, epochs=epochs, mode=mode, data_root=data_root, quiet=quiet,
-                 growth=extension.growth, initial_state=extension.base_state)
+                 growth=extension.growth, initial_state=extension.base_state, cpu=cpu)

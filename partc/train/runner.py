@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from partc.devices import CpuThreads
 from partc.errors import CheckpointError, TrainError
 from partc.ir import Network
 from partc.run import (
@@ -44,23 +45,36 @@ from partc.version import __version__
 KEEP_EPOCH_CHECKPOINTS = 3  # plus init.pt, last.pt and the epoch with the best mean val top-1
 
 
+def run_dir(net: Network, out_dir: str | Path | None = None, no_sharing: bool = False) -> Path:
+    """Where `train` writes: `out_dir`, else runs/<network> (runs/<network>_nosharing for the baseline)."""
+    if out_dir is not None:
+        return Path(out_dir)
+    from partc.train.nosharing import SUFFIX
+
+    return Path("runs") / (net.name + (SUFFIX if no_sharing else ""))
+
+
 def train(net: Network, out_dir: str | Path | None = None, *, device: str = "auto", resume: bool = False,
           epochs: int | None = None, mode: str | None = None, data_root: str | Path | None = None,
           quiet: bool = False, no_sharing: bool = False, data: dict[str, Any] | None = None,
-          growth: Growth | None = None, initial_state: dict[str, Any] | None = None) -> dict:
-    """Train every task of `net` into `out_dir` (default runs/<network>); the final results.
+          growth: Growth | None = None, initial_state: dict[str, Any] | None = None,
+          cpu: CpuThreads | None = None, fused_step: str = "auto") -> dict:
+    """Train every task of `net` into `out_dir` (default `run_dir`); the final results.
 
     `no_sharing` trains the spec's no-sharing baseline instead (`partc.train.nosharing`).
     `data` ({task: TaskData}) skips loading, for tests and benchmarks.
     `growth` and `initial_state` come from `partc.train.extend`: train only the new tasks, over the base
     run's weights, with the base tasks' modules frozen; a resumed extension finds them in run.json.
+    `cpu`: the CPU thread settings the command chose, for run.json (default: this process's as they are).
+    `fused_step`: how a fused step runs, "auto" (by device and network, `partc.train.step`),
+    "forward_all" or "per_task"; a resumed run keeps its own.
     """
     source = net
+    out = run_dir(net, out_dir, no_sharing)
     if no_sharing:
         from partc.train.nosharing import unshare
 
         net = unshare(net)
-    out = Path(out_dir) if out_dir is not None else Path("runs") / net.name
     runtime = Runtime(pick_device(device))
 
     state = _resume_checkpoint(out, net, no_sharing) if resume else None
@@ -77,21 +91,26 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
         data = load_all(net, data_root=data_root)
     check_data(net, data)
     runtime.setup()
-    trainer = Trainer(net, cfg, runtime, data, growth=growth, initial_state=initial_state)
-    start = _open_run(out, net, source, trainer, state, growth)
+    if state is not None and fused_step == "auto" and runtime.device.type == "cpu":
+        fused_step = state.get("fused_step") or "forward_all"  # checkpoints from before the choice ran forward_all
+    trainer = Trainer(net, cfg, runtime, data, growth=growth, initial_state=initial_state, fused_step=fused_step)
+    start = _open_run(out, net, source, trainer, state, growth, cpu)
     _train_epochs(out, net, trainer, start, quiet)
     return _finish(out, net, cfg.epochs, no_sharing, quiet)
 
 
 def _open_run(out: Path, net: Network, source: Network, trainer: Trainer, state: dict | None,
-              growth: Growth | None) -> int:
+              growth: Growth | None, cpu: CpuThreads | None) -> int:
     """Start the run directory (spec, init.pt) or restore the trainer from last.pt; the epochs done."""
     paths, cfg = run_paths(out), trainer.cfg
+    # How this session computes: a CPU run's sums depend on the thread count, a fused step on its forward.
+    compute = {"cpu": (cpu or CpuThreads.current()).to_dict(),
+               "fused_step": {"forward": trainer.fused_step, "why": trainer.fused_step_why}}
     info = {
         "partc_version": _version(), "network": net.name, "spec_hash": net.spec_hash, "spec_file": str(source.file),
         "mode": cfg.mode, "device": str(trainer.runtime.device), "epochs": cfg.epochs, "batch": cfg.batch,
         "seed": cfg.seed, "no_sharing": source is not net, "config": cfg.to_dict(),
-        "steps_per_epoch": trainer.steps, "task_batch": trainer.batch_sizes,
+        "steps_per_epoch": trainer.steps, "task_batch": trainer.batch_sizes, **compute,
     }
     if source is not net:
         info.update(source_network=source.name, source_spec_hash=source.spec_hash)
@@ -102,7 +121,7 @@ def _open_run(out: Path, net: Network, source: Network, trainer: Trainer, state:
         start = int(state["epoch"])
         keep_metrics_until(out, start)
         remove_temp_files(out)
-        info = {**require_info(out), "epochs": cfg.epochs, "device": str(trainer.runtime.device)}
+        info = {**require_info(out), "epochs": cfg.epochs, "device": str(trainer.runtime.device), **compute}
     else:
         start = 0
         out.mkdir(parents=True, exist_ok=True)
