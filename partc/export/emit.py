@@ -40,7 +40,7 @@ from onnx import TensorProto, helper, numpy_helper
 from partc.errors import ExportError
 from partc.export import NATIVE_OPSET
 from partc.export.metadata import ModelInfo
-from partc.ir import Layer, Network
+from partc.ir import Layer, Level, Network
 from partc.layers import PRIMITIVES, module_path
 from partc.train.flops import layer_macs
 
@@ -72,6 +72,7 @@ class _Graph:
     nodes: list = field(default_factory=list)
     initializers: dict[str, TensorProto] = field(default_factory=dict)
     taken: set[str] = field(default_factory=set)
+    stacked: dict[tuple[str, ...], str] = field(default_factory=dict)
     macs: int = 0
 
     def fresh(self, hint: str) -> str:
@@ -104,7 +105,13 @@ class _Graph:
         return self.tensor(f"const:{value!r}", np.array(value, np.float32))
 
     def stack(self, names: list[str], hint: str) -> str:
-        return names[0] if len(names) == 1 else self.node("Concat", names, hint, axis=0)[0]
+        """The tensors stacked along the batch axis (one Concat per distinct list: segments with the same
+        users share it)."""
+        if len(names) == 1:
+            return names[0]
+        if tuple(names) not in self.stacked:
+            self.stacked[tuple(names)] = self.node("Concat", names, hint, axis=0)[0]
+        return self.stacked[tuple(names)]
 
     def unstack(self, rows: Rows, hint: str) -> list[str]:
         """One tensor per block: a Split of the stacked rows into equal parts."""
@@ -198,12 +205,13 @@ def _layers(graph: _Graph, layers: list[Layer], container: str, rows: Rows, fold
     return rows
 
 
-def _level(graph: _Graph, net: Network, level, streams: list[tuple[tuple[str, ...], str]], fold: bool):
-    """One level over the streams: each used segment once over its tasks' stacked streams, then sums per stream."""
-    paths = {t: net.tasks[t].path[level.name] for tasks, _ in streams for t in tasks}
+def _level(graph: _Graph, net: Network, level: Level, streams: list[Rows], fold: bool) -> list[Rows]:
+    """One level over the streams (one block each): each used segment once over its tasks' stacked streams,
+    then one sum (+ residual, `then`) per group of tasks that add up the same segment outputs."""
+    paths = {t: net.tasks[t].path[level.name] for s in streams for t in s.blocks[0]}
     block_of: dict[tuple[int, str], str] = {}  # (segment, task) -> that task's rows of the segment's output
     for i in range(level.count):
-        users = [(tuple(t for t in tasks if i in paths[t]), x) for tasks, x in streams]
+        users = [(tuple(t for t in s.blocks[0] if i in paths[t]), s.name) for s in streams]
         users = [(tasks, x) for tasks, x in users if tasks]
         if not users:
             continue
@@ -214,28 +222,26 @@ def _level(graph: _Graph, net: Network, level, streams: list[tuple[tuple[str, ..
             for task in block:
                 block_of[i, task] = part
     sums: dict[tuple, list[str]] = {}  # what a task adds up -> the tasks that add up the same
-    for tasks, h in streams:
-        for task in tasks:
-            key = (tuple(block_of[i, task] for i in paths[task]), h if level.residual else None)
+    for stream in streams:
+        for task in stream.blocks[0]:
+            key = (tuple(block_of[i, task] for i in paths[task]), stream.name if level.residual else None)
             sums.setdefault(key, []).append(task)
     result = []
-    for (parts, h), tasks in sums.items():
+    for (parts, residual), tasks in sums.items():
         hint = f"levels.{level.name}"
         total = parts[0]
-        for part in parts[1:]:
-            total = graph.node("Add", [total, part], hint)[0]
-        if level.residual:
-            total = graph.node("Add", [total, h], hint)[0]
+        for part in [*parts[1:], *([residual] if residual else [])]:
+            total = graph.node("Add", [total, part], hint)[0]  # in path order, as the torch module adds
         out = _layers(graph, level.then, f"posts.{level.name}", Rows(total, (tuple(tasks),)), fold)
-        result += list(zip(out.blocks, graph.unstack(out, f"posts.{level.name}")))
+        result += [Rows(part, (block,)) for block, part in zip(out.blocks, graph.unstack(out, f"posts.{level.name}"))]
     return result
 
 
-def _input_streams(graph: _Graph, net: Network, tasks: list[str], x: str,
-                   normalize: Mapping[str, tuple] | None) -> tuple[list, tuple[str, ...]]:
+def _input_streams(graph: _Graph, net: Network, tasks: list[str], x: str, normalize: Mapping[str, tuple] | None,
+                   fold: bool) -> tuple[list[Rows], tuple[str, ...]]:
     """Streams after normalisation and stems; the names of the normalisation constants."""
-    rank = len(net.inputs[net.tasks[tasks[0]].input].shape)
-    groups: dict[Any, list[str]] = {}
+    rank = len(net.inputs[x].shape)
+    groups: dict[Any, list[str]] = {}  # normalisation -> the tasks normalising so
     for t in tasks:
         groups.setdefault(None if normalize is None else tuple(map(tuple, normalize[t])), []).append(t)
     constants: list[str] = []
@@ -249,19 +255,18 @@ def _input_streams(graph: _Graph, net: Network, tasks: list[str], x: str,
                          for name, v in zip(INPUT_STATS, stats))
             constants += [mean, std]
             h = graph.node("Div", [graph.node("Sub", [x, mean], "input")[0], std], "input")[0]
-        shared = [t for t in group if not net.tasks[t].stem]
+        shared = tuple(t for t in group if not net.tasks[t].stem)
         if shared:
-            streams.append((tuple(shared), h))
-        for t in group:
-            if net.tasks[t].stem:
-                streams.append(((t,), _layers(graph, net.tasks[t].stem, f"stems.{t}", Rows(h, ((t,),)), True).name))
+            streams.append(Rows(h, (shared,)))
+        streams += [_layers(graph, net.tasks[t].stem, f"stems.{t}", Rows(h, ((t,),)), fold)
+                    for t in group if net.tasks[t].stem]  # a stem is its task's own: a stream of its own
     return streams, tuple(constants)
 
 
 def emit_model(net: Network, tasks: list[str], weights: Mapping[str, np.ndarray], info: ModelInfo, *,
                normalize: Mapping[str, tuple] | None = None, opset: int = NATIVE_OPSET,
                fold: bool = True) -> Emitted:
-    """The ONNX model of `tasks`' routes, one output per task (`info.outputs`, in order).
+    """The ONNX model of `tasks`' routes (all on one input), one output per task (`info.outputs`, in order).
 
     `weights`: the model's state dict as float arrays; `normalize`: task ->
     (mean, std) per channel, applied in the graph (None: the caller
@@ -269,26 +274,25 @@ def emit_model(net: Network, tasks: list[str], weights: Mapping[str, np.ndarray]
     as its own node (for inspection).
     """
     check_opset(opset)
-    if normalize is None and len(tasks) > 1:
-        raise ValueError("several tasks in one graph normalise in the graph")
-    graph = _Graph(weights, opset)
     x = net.tasks[tasks[0]].input
-    graph.taken.add(x)
-    streams, constants = _input_streams(graph, net, tasks, x, normalize)
+    if any(net.tasks[t].input != x for t in tasks):
+        raise ExportError("the tasks of one graph must take the same input")
+    if normalize is None and len(tasks) > 1:
+        raise ExportError("the tasks of a fused graph normalise in the graph (each with its own statistics)")
+    graph = _Graph(weights, opset)
+    outputs = {o.task: o.name for o in info.outputs}
+    graph.taken.update([x, *outputs.values()])
+    streams, constants = _input_streams(graph, net, tasks, x, normalize, fold)
     for level in net.levels:
         streams = _level(graph, net, level, streams, fold)
-    outputs = {o.task: o.name for o in info.outputs}
-    graph.taken.update(outputs.values())
-    logits = {}
-    for tasks_of_stream, h in streams:
-        for t in tasks_of_stream:
-            logits[t] = _layers(graph, net.tasks[t].head, f"heads.{t}", Rows(h, ((t,),)), fold).name
-    for t in tasks:
-        _rename(graph, logits[t], outputs[t])
-    shape = ["batch", *net.inputs[x].shape]
+    logits = {_layers(graph, net.tasks[t].head, f"heads.{t}", Rows(s.name, ((t,),)), fold).name: outputs[t]
+              for s in streams for t in s.blocks[0]}
+    for node in graph.nodes:  # each head's last tensor takes its output's name
+        node.output[:] = [logits.get(o, o) for o in node.output]
+        node.input[:] = [logits.get(i, i) for i in node.input]
     model = helper.make_model(
         helper.make_graph(graph.nodes, f"partc_{info.name}",
-                          [helper.make_tensor_value_info(x, TensorProto.FLOAT, shape)],
+                          [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["batch", *net.inputs[x].shape])],
                           [helper.make_tensor_value_info(outputs[t], TensorProto.FLOAT,
                                                          ["batch", net.tasks[t].classes]) for t in tasks],
                           list(graph.initializers.values())),
@@ -296,17 +300,10 @@ def emit_model(net: Network, tasks: list[str], weights: Mapping[str, np.ndarray]
         producer_name="partc", producer_version=info.partc_version,
         doc_string=f"partc {info.kind} '{info.name}' of network '{info.network}'",
     )
-    model.ir_version = helper.find_min_ir_version_for(model.opset_import)
+    model.ir_version = helper.find_min_ir_version_for(model.opset_import)  # the oldest runtimes that can read it
     for key, value in info.to_metadata().items():
         model.metadata_props.add(key=key, value=value)
     return Emitted(model, graph.macs, constants)
-
-
-def _rename(graph: _Graph, old: str, new: str) -> None:
-    """Give a head's last tensor the output's name (every head ends in a layer that writes a node)."""
-    for node in graph.nodes:
-        node.output[:] = [new if o == old else o for o in node.output]
-        node.input[:] = [new if i == old else i for i in node.input]
 
 
 def check_opset(opset: int) -> None:
