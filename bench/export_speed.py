@@ -14,8 +14,10 @@
    of torch.onnx pays the exporter's one-off set-up in a process; the table
    shows the first round and the best.
 2. `partc export RUN -o DIR` end to end (a subprocess: interpreter start,
-   imports, load, 5 files), best of --rounds; with --before-rev, the same
-   command from that revision of this repository (`git archive`), the two
+   imports, load, 5 files), best of --rounds; beside it the interpreter
+   start and the imports alone (torch, onnx, onnxruntime, partc's export
+   stage), the floor of any `partc export`; with --before-rev, the same
+   command from that revision of this repository (`git archive`); all
    alternated.
 3. cifar100_part's task t0 (44M parameters, 176 MB), straight from the spec:
    random weights, which do not change the time. torch.onnx once, the IR
@@ -101,11 +103,15 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def cli_seconds(tree: Path, source: Path, out: Path) -> float:
+IMPORTS = "import torch, onnx, onnxruntime, partc.compiler, partc.run, partc.export.pipeline"
+
+
+def cli_seconds(tree: Path, source: Path | None, out: Path) -> float:
+    """Wall time of `partc export SOURCE -o OUT` from `tree`; without a source, of its imports alone (the floor)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    command = ["-m", "partc", "export", str(source), "-o", str(out)] if source else ["-c", IMPORTS]
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "partc", "export", str(source), "-o", str(out)], env=env, check=True,
-                   stdout=subprocess.DEVNULL, cwd=tree)
+    subprocess.run([sys.executable, *command], env=env, check=True, stdout=subprocess.DEVNULL, cwd=tree)
     return time.perf_counter() - start
 
 
@@ -155,10 +161,12 @@ def main() -> int:
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before_rev], check=True, capture_output=True)
         subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
         trees = {f"at {args.before_rev} (torch.onnx)": before, **trees}
-    cli: dict[str, list[float]] = {name: [] for name in trees}
+    commands = {name: (tree, run_dir) for name, tree in trees.items()}
+    commands["now, imports only"] = (ROOT, None)
+    cli: dict[str, list[float]] = {name: [] for name in commands}
     for r in range(args.rounds):
-        for name, tree in trees.items():
-            cli[name].append(cli_seconds(tree, run_dir, tmp / f"cli_{r}_{len(cli[name])}"))
+        for i, (name, (tree, source)) in enumerate(commands.items()):
+            cli[name].append(cli_seconds(tree, source, tmp / f"cli_{r}_{i}"))
     print("\n`partc export RUN -o DIR` (split_digits, 5 tasks), wall seconds")
     print("| tree | best | rounds |")
     print("|---|---:|---|")

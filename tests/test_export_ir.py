@@ -150,6 +150,7 @@ network owned {
   task a { data synthetic(classes=2, samples=32) path l1[0, 1] l2[0] }
   task b { data synthetic(classes=3, samples=32) path l1[0, 2] l2[0, 1] }
   task c { data synthetic(classes=2, samples=32) path l1[0, 1] l2[0] }
+  task d { stem { conv(2, k=3, pad=1); relu } data synthetic(classes=2, samples=32) path l1[0, 1] l2[1] }
 }
 """
 
@@ -164,7 +165,10 @@ def per_task_primitive(monkeypatch):
 
 
 def test_a_per_task_primitive_uses_each_tasks_own_module(per_task_primitive):
-    """Per-task files fold each task's own BatchNorm; a fused file splits the shared rows where the tasks part."""
+    """Per-task files fold each task's own BatchNorm; a fused file splits the shared rows where the tasks part.
+
+    Task d has a stem on the same input: it is fused too, on a stream of its own from its stem on.
+    """
     net = partc.loads(PER_TASK_SPEC)
     torch.manual_seed(0)
     model = partc.compile(net).eval()  # the compiler builds one BatchNorm per layer: we give each task its own values
@@ -204,10 +208,12 @@ def test_a_per_task_primitive_uses_each_tasks_own_module(per_task_primitive):
     got = run(fused.model, x)
     for task in tasks:
         np.testing.assert_allclose(got[task], expected[task], rtol=1e-4, atol=1e-5)
-    # One stream at the input (the same normalisation, no stems): l1[0] runs once on it, and its per-task BatchNorm
-    # is three nodes on the three tasks' rows; a and c still share l1[0, 1] up to their BatchNorms.
+    # Two streams at the input: a, b, c (the same normalisation, no stem) and d's stem. l1[0] runs once on both
+    # stacked, and its per-task BatchNorm is four nodes on the four tasks' rows; a and c share l1[0, 1] up to
+    # their BatchNorms.
     ops = [n.op_type for n in fused.model.graph.node]
-    assert ops.count("Conv") == 3 + 2 and ops.count("Split") >= 1
+    assert ops.count("Conv") == 1 + 3 + 2 and ops.count("BatchNormalization") == 4 + 3 + 3 + 2
+    assert ops.count("Split") >= 1
     assert 2 * fused.macs < sum(task_forward_flops(net, t) for t in tasks)
 
 
