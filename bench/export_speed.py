@@ -31,10 +31,12 @@ its load average before and after.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -138,6 +140,7 @@ def main() -> int:
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs; python {platform.python_version()}, "
           f"torch {torch.__version__}; load average at start {os.getloadavg()[0]:.1f}")
     tmp = Path(tempfile.mkdtemp(prefix="export_speed_"))
+    atexit.register(shutil.rmtree, tmp, True)  # cifar100_part's files are gigabytes
     run_dir = make_trained_run(ROOT / "specs" / "split_digits.part", tmp / "run")
 
     variants = {"IR emitter": lambda out: export_tasks(run_dir, out),

@@ -25,8 +25,10 @@ many of its tasks (default 3, a few minutes in all; all 10 take about 10).
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -123,6 +125,7 @@ def main() -> int:
           f"onnxruntime {ort.__version__} (CPU provider{', no spinning' if args.no_spinning else ''}); "
           f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="fused_speed_"))
+    atexit.register(shutil.rmtree, tmp, True)  # cifar100_part's files are gigabytes
     run_dir = make_trained_run(ROOT / "specs" / "split_digits.part", tmp / "digits_run")
     small = {1: (args.rounds, args.budget), 64: (args.rounds, args.budget)}
     rows = bench("split_digits", run_dir, None, tmp / "digits", small, not args.no_spinning)
