@@ -219,21 +219,28 @@ def _parse(html: str) -> _Page:
     return page
 
 
-def test_html_embeds_every_figure_and_needs_nothing_else(runs):
-    report = runs["report"]
+ALL_FIGURES = {"usage", "sharing", "sharing_by_level", "params", "accuracy", "curves", "cka", "cka_references", "lesion",
+               "transfer"}
+
+
+def assert_self_contained(report, figures: set[str]) -> _Page:
+    """The page embeds exactly these figures, as data URIs, and needs nothing else (no script, link or URL)."""
     html = report.html.read_text()
     page = _parse(html)
     pngs = sorted(report.out_dir.glob("*.png"))
-    assert {p.stem for p in pngs} == {"usage", "sharing", "sharing_by_level", "params", "accuracy", "curves", "cka",
-                                      "cka_references", "lesion", "transfer"}
-    embedded = {src for src in page.images}
+    assert {p.stem for p in pngs} == figures
     for png in pngs:
-        assert "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode() in embedded, png.name
+        assert "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode() in page.images, png.name
     assert len(page.images) == len(pngs)
     assert "script" not in page.tags and "link" not in page.tags
     assert all(link.startswith(("data:", "#")) for link in page.links)
     assert "http://" not in html and "https://" not in html
-    assert runs["json"]["figures"] == {p.stem: p.name for p in pngs}
+    assert json.loads(report.json.read_text())["figures"] == {p.stem: p.name for p in pngs}
+    return page
+
+
+def test_html_embeds_every_figure_and_needs_nothing_else(runs):
+    assert_self_contained(runs["report"], ALL_FIGURES)
 
 
 def test_html_shows_the_numbers_of_report_json(runs):

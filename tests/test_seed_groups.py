@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 import statistics
@@ -19,7 +18,7 @@ from partc.run import load_checkpoint, read_group, run_paths
 from partc.train import train
 from partc.train.seeds import parse_seeds, train_group
 from tests.report_runs import SHARED_SPEC
-from tests.test_report import _parse
+from tests.test_report import ALL_FIGURES, assert_self_contained
 
 SEEDS = [1, 2, 3]
 T_975_DF2 = 4.302652729911275  # Student's t, two-sided 95%, 2 degrees of freedom
@@ -132,14 +131,8 @@ def test_report_json_carries_the_cka_references(groups):
 
 def test_group_report_html_renders_every_figure_and_the_words(groups):
     report = groups["report"]
+    assert_self_contained(report, ALL_FIGURES)
     html = report.html.read_text()
-    page = _parse(html)
-    pngs = sorted(report.out_dir.glob("*.png"))
-    assert {p.stem for p in pngs} == {"usage", "sharing", "sharing_by_level", "params", "accuracy", "curves", "cka",
-                                      "cka_references", "lesion", "transfer"}
-    for png in pngs:
-        assert "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode() in page.images, png.name
-    assert "script" not in page.tags and all(link.startswith(("data:", "#")) for link in page.links)
     d = groups["json"]
     assert d["transfer"]["overall"]["verdict"] in html and "Lesion: reliance on shared segments" in html
     assert "seed group" in html and "mean ± standard deviation over 3 seeds" in html

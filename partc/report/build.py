@@ -27,7 +27,7 @@ from partc.errors import CheckpointError, PartError
 from partc.ir import Network
 from partc.report import figures
 from partc.report.analysis import cka_by_level, lesion, mean_between_tasks
-from partc.report.compare import cka_references, lesion_summary, transfer
+from partc.report.compare import NEGLIGIBLE_CKA, cka_references, lesion_summary, transfer
 from partc.report.evaldata import RANDOM_PROBE, EvalData, build_probes, load_test_data
 from partc.report.html import FIGURE_TEXT, render_html
 from partc.report.results import group_results, member_label
@@ -317,7 +317,8 @@ def summarise(data: dict[str, Any]) -> dict[str, Any]:
     if comparison:
         levels = comparison["levels"]
         summary["cka_levels_above_baseline"] = [lv for lv, r in levels.items()
-                                                if r.get("vs_baseline", {}).get("direction") == "above"]
+                                                if r.get("vs_baseline", {}).get("direction") == "above"
+                                                and r["vs_baseline"]["mean"] >= NEGLIGIBLE_CKA]
         summary["cka_levels_at_or_below_init"] = [lv for lv, r in levels.items() if r["vs_init"]["mean"] is not None
                                                   and r["vs_init"]["mean"] <= 0]
     return summary

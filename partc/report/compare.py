@@ -23,18 +23,20 @@ from typing import Any
 from partc.stats import LEVEL, mean_std, paired, undetected
 
 VERDICTS = {"above": "sharing helps", "below": "sharing hurts"}
+NEGLIGIBLE_CKA = 0.02  # a CKA difference smaller than this is called negligible, even when its interval excludes zero
 
 
 def _pt(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:+.1f} pt"
 
 
-def _interval(result: dict[str, Any], scale: float = 100.0, unit: str = " pt", digits: int = 1) -> str:
-    mean = result["mean"]
+def interval_text(result: dict[str, Any], scale: float = 100.0, unit: str = " pt", digits: int = 1) -> str:
+    """A paired difference with its interval: "+1.2 pt [-0.3, +2.7]" (accuracies), "+0.02 [-0.01, +0.05]" (CKA)."""
+    mean = result.get("mean")
     if mean is None:
         return "-"
     text = f"{scale * mean:+.{digits}f}{unit}"
-    if result["ci"] is not None:
+    if result.get("ci") is not None:
         low, high = (scale * v for v in result["ci"])
         text += f" [{low:+.{digits}f}, {high:+.{digits}f}]"
     return text
@@ -69,7 +71,7 @@ def transfer(results: dict[str, Any], baseline: dict[str, Any], tasks: list[str]
 def _transfer_statements(t: dict[str, Any]) -> list[str]:
     overall, n = t["overall"], t["overall"]["n"]
     level = f"{round(100 * t['level'])}%"
-    lines = [f"Mean test top-1 over tasks, with sharing minus without: {_interval(overall)}"
+    lines = [f"Mean test top-1 over tasks, with sharing minus without: {interval_text(overall)}"
              + (f" ({level} t interval over {n} paired seeds)" if overall["ci"] is not None else "")
              + f": {overall['verdict']}."]
     helped = [task for task, r in t["tasks"].items() if r["direction"] == "above"]
@@ -135,8 +137,11 @@ def _level_statement(level: str, row: dict[str, Any], has_baseline: bool) -> str
     text = f"Level {level}: mean CKA between tasks {_cka(trained['mean'])}{spread}; " + ", ".join(refs) + ". "
     if has_baseline:
         vs = row["vs_baseline"]
-        diff = _interval(vs, scale=1, unit="", digits=2)
-        if vs["direction"] == "above":
+        diff = interval_text(vs, scale=1, unit="", digits=2)
+        if vs["direction"] in ("above", "below") and abs(vs["mean"]) < NEGLIGIBLE_CKA:
+            text += (f"The difference from the no-sharing baseline is detectable but negligible ({diff}, under "
+                     f"{NEGLIGIBLE_CKA}): sharing does not change this similarity in any way that matters. ")
+        elif vs["direction"] == "above":
             text += (f"The tasks are more alike than without sharing ({diff}): consistent with shared segments "
                      "making their representations alike here. ")
         elif vs["direction"] == "below":
@@ -149,7 +154,7 @@ def _level_statement(level: str, row: dict[str, Any], has_baseline: bool) -> str
         else:
             text += "The baseline has no seed in common with this run: nothing to pair. "
     vs = row["vs_init"]
-    diff = _interval(vs, scale=1, unit="", digits=2)
+    diff = interval_text(vs, scale=1, unit="", digits=2)
     if vs["direction"] == "below":
         text += f"Training made the tasks less alike than the untrained network ({diff}). "
     elif vs["direction"] == "above":

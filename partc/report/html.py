@@ -14,6 +14,8 @@ from typing import Any
 
 import jinja2
 
+from partc.report.compare import interval_text
+
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 FIGURE_TEXT = {
@@ -70,26 +72,6 @@ def _percent_sd(value: Any, sd: Any) -> str:
     return _percent(value) + (f" ± {100 * sd:.1f}" if sd is not None else "")
 
 
-def _interval_points(result: Any) -> str:
-    """A paired difference of accuracies as points with its interval: +1.2 pt [-0.3, +2.7]."""
-    if not result or result.get("mean") is None:
-        return "-"
-    text = f"{100 * result['mean']:+.1f} pt"
-    if result.get("ci") is not None:
-        text += f" [{100 * result['ci'][0]:+.1f}, {100 * result['ci'][1]:+.1f}]"
-    return text
-
-
-def _interval_value(result: Any) -> str:
-    """A paired difference of CKA values with its interval: +0.02 [-0.01, +0.05]."""
-    if not result or result.get("mean") is None:
-        return "-"
-    text = f"{result['mean']:+.2f}"
-    if result.get("ci") is not None:
-        text += f" [{result['ci'][0]:+.2f}, {result['ci'][1]:+.2f}]"
-    return text
-
-
 def _significant(value: Any) -> str:
     return "-" if value is None else f"{value:.3g}"
 
@@ -98,7 +80,8 @@ def render_html(data: dict[str, Any], figures: dict[str, Path]) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
     env.filters.update(percent=_percent, points=_signed_points, number=_number, sig=_significant, percent_sd=_percent_sd,
-                       interval_points=_interval_points, interval_value=_interval_value)
+                       interval_points=lambda r: interval_text(r) if r else "-",
+                       interval_value=lambda r: interval_text(r, scale=1, unit="", digits=2) if r else "-")
     shown = {
         name: {"uri": data_uri(path), "file": path.name, "title": FIGURE_TEXT[name][0], "caption": FIGURE_TEXT[name][1]}
         for name, path in figures.items()
