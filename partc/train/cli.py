@@ -41,11 +41,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_extend(args: argparse.Namespace) -> int:
-    from partc.train.extend import extend
+    from partc.train.extend import extend, extend_group
 
     prepare_torch(args.threads)
-    results = extend(args.base_run, args.spec, args.out, epochs=args.epochs, device=args.device, mode=args.mode,
-                     data_root=args.data_root, quiet=args.quiet, resume=args.resume, freeze=not args.no_freeze)
+    options = dict(epochs=args.epochs, device=args.device, mode=args.mode, data_root=args.data_root, quiet=args.quiet,
+                   resume=args.resume, freeze=not args.no_freeze)
+    if args.seeds is not None:
+        extend_group(args.base_run, args.spec, args.out, args.seeds, **options)
+        return 0
+    results = extend(args.base_run, args.spec, args.out, **options)
     return 0 if results is not None else 1
 
 
@@ -98,6 +102,9 @@ def register(subparsers) -> None:
     p.add_argument("--data-root", help="folder where relative data paths of the spec are looked up first")
     p.add_argument("--no-freeze", action="store_true",
                    help="fine-tune everything from the base weights (the old tasks then change: for comparison)")
+    p.add_argument("--seeds", type=_seeds, metavar="1,2,3",
+                   help="a seed group: one extension per train seed into NEW_RUN/seed-N (a base seed group is "
+                        "extended member by member)")
     p.add_argument("--threads", type=int_at_least(1), help="CPU threads for torch (as partc train)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, epoch lines or results table")
     p.set_defaults(func=cmd_extend)
