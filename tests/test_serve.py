@@ -16,13 +16,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
 from partc.cli import main
-from partc.errors import DataError, ExportError
+from partc.errors import ExportError
 from partc.onnxrt import cuda_possible
 from partc.serve.app import create_app
-from partc.serve.inputs import read_input
 from partc.serve.models import load_models, load_task
 from tests.export_helpers import ROOT
 
@@ -41,94 +39,6 @@ def _digit_samples(n: int = 4) -> tuple[np.ndarray, np.ndarray]:
 
     digits = load_digits()
     return digits.images[:n].reshape(n, 1, 8, 8).astype(np.float32) / 16.0, digits.target[:n]
-
-
-# ---- partc predict ----
-
-def test_predict_cli_npy_and_image_with_clean_stderr(digits, tmp_path):
-    """The CLI's figures equal the model's own; no provider-load noise reaches stderr (no GPU here)."""
-    _, export_dir, _ = digits
-    raw, _ = _digit_samples(3)
-    np.save(tmp_path / "batch.npy", raw)
-    np.save(tmp_path / "one.npy", raw[0])
-    Image.fromarray(np.round(raw[0, 0] * 255).astype(np.uint8)).save(tmp_path / "one.png")
-    proc = _run("-m", "partc", "predict", str(export_dir), "--task", "d01", str(tmp_path / "batch.npy"),
-                str(tmp_path / "one.npy"), str(tmp_path / "one.png"), "--top", "2", "--json")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == ""
-    out = json.loads(proc.stdout)
-    assert out["task"] == "d01" and out["provider"] == "CPUExecutionProvider"
-    names = [p["input"] for p in out["predictions"]]
-    assert names == [f"{tmp_path / 'batch.npy'}[{i}]" for i in range(3)] + [str(tmp_path / "one.npy"), str(tmp_path / "one.png")]
-
-    model = load_task(export_dir, "d01")
-    expected = model.top_k(model.predict(raw), 2)
-    for got, want in zip(out["predictions"], expected):
-        assert [e["label"] for e in got["top"]] == [label for label, _ in want]
-        assert [e["probability"] for e in got["top"]] == pytest.approx([p for _, p in want], abs=1e-6)
-    # the png holds the same digit at 8-bit precision: same prediction, same probabilities to ~1e-2
-    png, npy = out["predictions"][4]["top"], out["predictions"][3]["top"]
-    assert [e["label"] for e in png] == [e["label"] for e in npy]
-    assert [e["probability"] for e in png] == pytest.approx([e["probability"] for e in npy], abs=2e-2)
-    assert {e["label"] for e in npy} == {"0", "1"}
-    assert sum(e["probability"] for e in npy) == pytest.approx(1.0, abs=1e-5)
-
-
-def test_predict_warns_about_inputs_outside_the_raw_scale(mixed, tmp_path, capsys):
-    _, export_dir, _ = mixed
-    np.save(tmp_path / "raw.npy", np.full((1, 8, 8), 16, np.float32))  # digits saved without / 16
-    np.save(tmp_path / "scaled.npy", np.full((1, 8, 8), 1.0, np.float32))
-    assert main(["predict", str(export_dir), "--task", "low", str(tmp_path / "raw.npy")]) == 0
-    assert "has values in [16, 16]; partc expects raw values in [0, 1]" in capsys.readouterr().err
-    assert main(["predict", str(export_dir), "--task", "low", str(tmp_path / "scaled.npy")]) == 0
-    assert main(["predict", str(export_dir), "--task", "low", "--normalized", str(tmp_path / "raw.npy")]) == 0
-    assert capsys.readouterr().err == ""
-
-
-def test_predict_cli_table_and_user_errors(mixed, tmp_path, capsys):
-    _, export_dir, _ = mixed
-    Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(tmp_path / "photo.jpg")
-    assert main(["predict", str(export_dir), "--task", "photos", str(tmp_path / "photo.jpg"), "--top", "9"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"{tmp_path / 'photo.jpg'}  (task photos)" and len(lines) == 4  # top capped at 3 classes
-    assert re.fullmatch(r"  [012]  0\.\d{4}", lines[1])
-
-    np.save(tmp_path / "wrong.npy", np.zeros((2, 8, 8), np.float32))
-    folder, wrong = str(export_dir), str(tmp_path / "wrong.npy")
-    cases = [
-        ([folder, "--task", "low", wrong], "has shape [2, 8, 8]; the model takes one sample of shape [1, 8, 8]"),
-        ([folder, wrong], "holds several models; choose a task with --task"),
-        ([folder, "--task", "nope", wrong], "no exported task 'nope'"),
-        ([folder, "--task", "low", str(tmp_path / "missing.png")], "does not exist"),
-        ([folder, "--task", "low", wrong, "--top", "0"], "--top must be at least 1"),
-        ([str(tmp_path / "nowhere"), wrong], "does not exist"),
-    ]
-    if not cuda_possible():
-        cases.append(([folder, "--task", "low", wrong, "--device", "cuda"], "CUDA provider is not usable"))
-    for argv, message in cases:
-        assert main(["predict", *argv]) == 2
-        err = capsys.readouterr().err
-        assert message in err and "Traceback" not in err
-
-
-def test_image_inputs_follow_the_data_convention(tmp_path):
-    """Pixels / 255 in [0, 1], converted to the channel count, resized to H x W; .npy as given."""
-    rgb = np.zeros((20, 10, 3), np.uint8)
-    rgb[..., 0] = 255
-    Image.fromarray(rgb).save(tmp_path / "red.png")
-    x = read_input(tmp_path / "red.png", (3, 16, 16))
-    assert x.shape == (1, 3, 16, 16) and x.dtype == np.float32
-    np.testing.assert_allclose(x[0, :, 5, 5], [1.0, 0.0, 0.0])
-    grey = read_input(tmp_path / "red.png", (1, 8, 8))
-    assert grey.shape == (1, 1, 8, 8) and 0.29 < grey[0, 0, 0, 0] < 0.31  # ITU-R 601 luma of pure red
-    assert read_input(tmp_path / "red.png", (1, 8, 8), invert=True)[0, 0, 0, 0] == pytest.approx(1 - grey[0, 0, 0, 0])
-    np.save(tmp_path / "s.npy", np.arange(64, dtype=np.int64).reshape(1, 8, 8))
-    assert read_input(tmp_path / "s.npy", (1, 8, 8)).dtype == np.float32
-    with pytest.raises(DataError, match="not an image"):
-        read_input(tmp_path / "red.png", (10,))
-    (tmp_path / "x.txt").write_text("1 2 3")
-    with pytest.raises(DataError, match="neither a .npy array nor an image"):
-        read_input(tmp_path / "x.txt", (1, 8, 8))
 
 
 def test_a_non_partc_onnx_file_is_refused(tmp_path):

@@ -11,36 +11,86 @@ from partc.serve import DEFAULT_MAX_BODY, DEFAULT_TOP
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from partc.errors import DataError
-    from partc.serve.inputs import read_input
+    from partc.export.metadata import IN_GRAPH
+    from partc.serve.inputs import open_input
     from partc.serve.models import load_task
 
     if args.top < 1:
         raise DataError(f"--top must be at least 1, got {args.top}")
     model = load_task(args.model, args.task, args.device)
     output = model.output(args.task)
-    batches = [(path, read_input(path, model.info.input_shape, invert=args.invert)) for path in args.inputs]
-    results = []
-    for path, batch in batches:
-        if not args.normalized and (batch.min() < -0.01 or batch.max() > 1.01):
-            # A common slip: raw digits (0..16) or 8-bit pixels (0..255) saved as .npy.
-            print(f"warning: '{path}' has values in [{batch.min():.3g}, {batch.max():.3g}]; partc expects raw "
-                  "values in [0, 1] (digits / 16, pixels / 255), or --normalized for normalised inputs",
-                  file=sys.stderr)
-        logits = model.predict(batch, normalized=args.normalized, task=output.task)
-        for i, top in enumerate(model.top_k(logits, args.top, output.task)):
-            name = path if len(batch) == 1 else f"{path}[{i}]"
-            results.append({"input": name, "top": [{"label": lb, "probability": p} for lb, p in top]})
-    if args.json:
-        json.dump({"task": output.task, "provider": model.provider, "predictions": results}, sys.stdout, indent=2)
-        print()
-        return 0
-    width = max(len(label) for label in output.labels)
-    for result in results:
-        print(f"{result['input']}  (task {output.task})")
-        for entry in result["top"]:
-            print(f"  {entry['label']:<{width}}  {entry['probability']:.4f}")
+    if args.normalized and model.info.normalization == IN_GRAPH:
+        raise DataError(f"'{args.model}' normalises in its graph; give raw inputs in [0, 1], without --normalized")
+    inputs = [open_input(path, model.info.input_shape, invert=args.invert) for path in args.inputs]  # all checked first
+    report = _JsonReport(output.task, model.provider) if args.json else _TableReport(output.task, output.labels)
+    failed, total = [], 0
+    for source in inputs:
+        warned = False
+        for start, batch in source.chunks(model.info.max_batch):  # a batch the model accepts, and bounded memory
+            if not (args.normalized or warned) and (batch.min() < -0.01 or batch.max() > 1.01):
+                # A common slip: raw digits (0..16) or 8-bit pixels (0..255) saved as .npy.
+                print(f"warning: '{source.path}' has values in [{batch.min():.3g}, {batch.max():.3g}]; partc expects raw "
+                      "values in [0, 1] (digits / 16, pixels / 255), or --normalized for normalised inputs",
+                      file=sys.stderr)
+                warned = True
+            logits = model.predict(batch, normalized=args.normalized, task=output.task)
+            finite = np.isfinite(logits).all(axis=1)
+            tops = iter(model.top_k(logits[finite], args.top, output.task)) if finite.any() else iter(())
+            for i, ok in enumerate(finite):
+                name = str(source.path) if source.single else f"{source.path}[{start + i}]"
+                total += 1
+                if ok:
+                    report.prediction(name, next(tops))
+                else:
+                    failed.append(name)
+                    report.error(name, "the network computed non-finite logits (inf or NaN)")
+    report.close()
+    if failed:
+        raise DataError(f"{len(failed)} of {total} sample(s) gave non-finite logits (first: {failed[0]})",
+                        hint="finite inputs far outside the raw [0, 1] range overflow inside the network")
     return 0
+
+
+class _JsonReport:
+    """`--json`: one document, written a prediction per line as the chunks are computed (never NaN)."""
+
+    def __init__(self, task: str, provider: str):
+        self.first = True
+        sys.stdout.write(f'{{\n  "task": {json.dumps(task)},\n  "provider": {json.dumps(provider)},\n  "predictions": [')
+
+    def _entry(self, entry: dict) -> None:
+        sys.stdout.write(("\n    " if self.first else ",\n    ") + json.dumps(entry, allow_nan=False))
+        self.first = False
+
+    def prediction(self, name: str, top: list[tuple[str, float]]) -> None:
+        self._entry({"input": name, "top": [{"label": label, "probability": p} for label, p in top]})
+
+    def error(self, name: str, message: str) -> None:
+        self._entry({"input": name, "error": message})
+
+    def close(self) -> None:
+        sys.stdout.write("\n  ]\n}\n" if not self.first else "]\n}\n")
+        sys.stdout.flush()
+
+
+class _TableReport:
+    def __init__(self, task: str, labels: tuple[str, ...]):
+        self.task = task
+        self.width = max(len(label) for label in labels)
+
+    def prediction(self, name: str, top: list[tuple[str, float]]) -> None:
+        print(f"{name}  (task {self.task})")
+        for label, p in top:
+            print(f"  {label:<{self.width}}  {p:.4f}")
+
+    def error(self, name: str, message: str) -> None:
+        print(f"{name}  (task {self.task})\n  error: {message}")
+
+    def close(self) -> None:
+        sys.stdout.flush()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
