@@ -80,20 +80,31 @@ def _muted_stderr():
         os.close(saved)
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
+def session_options(threads: int | None = None, *, server: bool = False) -> ort.SessionOptions:
+    """Session options; `server`: one operator at a time and no spinning threads.
+
+    ONNX Runtime's worker threads spin for a while after each call, waiting
+    for the next; in a server that burns the cores the Python side (HTTP,
+    JSON, other models' calls) needs, so a server turns spinning off.
+    """
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: no warnings at session creation
     if threads:
         options.intra_op_num_threads = threads
+    if server:
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
-def open_session(model: str | Path | bytes, device: str = "auto", threads: int | None = None) -> ort.InferenceSession:
+def open_session(model: str | Path | bytes, device: str = "auto", threads: int | None = None, *,
+                 server: bool = False) -> ort.InferenceSession:
     """An inference session on the GPU when usable (`device` auto or cuda), else on the CPU."""
     if device not in DEVICE_CHOICES:
         raise ValueError(f"device must be one of {DEVICE_CHOICES}")
     source = model if isinstance(model, bytes) else str(model)
-    options = session_options(threads)
+    options = session_options(threads, server=server)
     try:
         if device != "cpu" and cuda_possible():
             with _muted_stderr():
