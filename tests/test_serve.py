@@ -28,7 +28,7 @@ from partc.serve.batching import Batcher
 from partc.serve.cli import bind_warning
 from partc.serve.jsonbody import MAX_DEPTH, BodyReader, loads, nesting_depth
 from partc.serve.metrics import ServeMetrics
-from partc.serve.models import load_models, load_task, softmax
+from partc.serve.models import LoadedModel, load_models, load_task, softmax
 from tests.serve_helpers import raw_exchange, read_until_closed, request_bytes, running_server, status_of
 from tests.test_predict import digit_samples
 
@@ -41,6 +41,14 @@ def server(digits, tmp_path_factory):
     """The digits export (five task files) behind one real server for the whole module."""
     log = tmp_path_factory.mktemp("server_a") / "server.log"
     with running_server(digits[1], log, *SERVER_A) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def default_server(digits, tmp_path_factory):
+    """The digits export behind a server with every limit at its default (16 MiB bodies, 30 s body timeout)."""
+    log = tmp_path_factory.mktemp("server_defaults") / "server.log"
+    with running_server(digits[1], log) as running:
         yield running
 
 
@@ -215,8 +223,9 @@ def test_hostile_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(
     assert "Traceback" not in server.log()
 
 
-def test_health_answers_within_a_second_while_16_clients_send_16_mib_bodies(server):
-    """The acceptance test: each of 16 clients sends a 16 MiB body (8 of `[],`, 8 one huge string)."""
+def test_health_answers_within_a_second_while_16_clients_send_16_mib_bodies(default_server):
+    """The acceptance test: each of 16 clients sends a 16 MiB body (8 of `[],`, 8 one huge string), default limits."""
+    server = default_server
     junk = b"[" + b"[]," * ((16 * MiB - 2) // 3)
     junk += b"]" * (16 * MiB - len(junk))
     string = b'{"id": "' + b"a" * (16 * MiB - 10) + b'"}'
@@ -433,6 +442,31 @@ def test_the_batcher_coalesces_queued_requests_into_one_call(digits):
     with pytest.raises(RequestError, match="requests waiting") as caught:
         run(max_queue=4)
     assert caught.value.status == 503
+
+
+def test_a_quick_call_for_a_lone_request_runs_on_the_event_loop(digits, monkeypatch):
+    """A thread hop costs more than a small model's batch-1 call: alone and quick, it runs on the loop thread."""
+    model = load_models(digits[1])["d01"]
+    x = model.normalise(np.full((1, 1, 8, 8), 0.5, np.float32))
+    threads = []
+    run_graph = LoadedModel.run_graph  # the real method, watched
+    monkeypatch.setattr(LoadedModel, "run_graph", lambda self, x: threads.append(threading.current_thread()) or
+                        run_graph(self, x))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        batcher = Batcher(model, pool, ServeMetrics(64, lambda: 0))
+
+        async def calls():
+            await batcher.infer(x, alone=True)  # no estimate yet: to the pool, and measured
+            assert batcher.seconds_per_row is not None
+            batcher.seconds_per_row = 1e-6  # what a fast machine measures
+            await batcher.infer(x, alone=True)
+            await batcher.infer(x, alone=False)  # other requests in flight: to the pool, so that they can batch
+            batcher.seconds_per_row = 1.0  # a slow model: never on the loop
+            await batcher.infer(x, alone=True)
+
+        asyncio.run(calls())
+    main_thread = threading.main_thread()
+    assert [t is main_thread for t in threads] == [False, True, False, False]
 
 
 # ---- a fused file behind a token; SIGTERM ----

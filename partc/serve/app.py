@@ -92,6 +92,7 @@ class PartcApp(App):
                                        max_delay=options.max_delay, max_queue=options.max_queue)
                          for name, m in models.items()}
         self.token = options.token.encode() if options.token else None
+        self.in_flight = 0  # inference requests being handled (parsed, queued or computed) right now
 
     # ---- before the body ----
 
@@ -188,7 +189,7 @@ class PartcApp(App):
     async def _infer(self, head, model: LoadedModel, body: bytes) -> Response:
         json_length = head.headers.get("inference-header-content-length")
         request = await self._parse(v2.parse_infer, model, body, json_length)
-        logits = await self.batchers[model.name].infer(request.x)
+        logits = await self._run(model, request.x)
         v2.check_logits(request, logits)
         return v2.encode_infer(model, request, logits)
 
@@ -207,11 +208,18 @@ class PartcApp(App):
     async def _legacy_predict(self, head, target, body: bytes) -> Response:
         model, output = target
         request = await self._parse(legacy.parse_predict, model, body)
-        logits = (await self.batchers[model.name].infer(request.x))[output.name]
+        logits = (await self._run(model, request.x))[output.name]
         if not np.isfinite(logits).all():
             raise RequestError(422, f"task '{output.task}' computed non-finite logits: finite inputs far outside "
                                     "the raw [0, 1] range overflow inside the network")
         return json_response(200, legacy.encode_predict(model, output, request, logits))
+
+    async def _run(self, model: LoadedModel, x: np.ndarray) -> dict[str, np.ndarray]:
+        self.in_flight += 1
+        try:
+            return await self.batchers[model.name].infer(x, alone=self.in_flight == 1)
+        finally:
+            self.in_flight -= 1
 
     async def _parse(self, parse, model: LoadedModel, body: bytes, *args):
         """Parse a body on the event loop when small, else in a worker thread (the event loop keeps answering)."""

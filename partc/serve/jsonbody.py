@@ -89,7 +89,9 @@ def loads(data: bytes) -> object:
 
 def nesting_depth(data: bytes) -> int:
     """The deepest nesting of [] and {} outside strings (escaped quotes and backslashes handled)."""
-    structure = data.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
+    if b"\\" in data:  # escapes: drop escaped backslashes, then escaped quotes (numbers-only bodies have none)
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    structure = data.translate(None, _NOT_STRUCTURE)
     depth = deepest = 0
     in_string = False
     for byte in structure:

@@ -55,20 +55,30 @@ class ServeMetrics:
                                          ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=r)
         connections = Gauge("partc_open_connections", "Connections open now", registry=r)
         connections.set_function(open_connections)
+        self._children: dict[tuple, tuple] = {}  # labels -> the metrics' children (labels() costs a lock and a lookup)
 
     def batch(self, model: str, rows: int, queue_seconds: list[float], compute_seconds: float) -> None:
         """One ONNX Runtime call of `rows` samples, made of requests that waited `queue_seconds` each."""
-        self.inferences.labels(model).inc(rows)
-        self.executions.labels(model).inc()
-        self.batch_size.labels(model).observe(rows)
-        self.compute_seconds.labels(model).observe(compute_seconds)
-        queued = self.queue_seconds.labels(model)
+        key = ("batch", model)
+        if key not in self._children:
+            self._children[key] = tuple(m.labels(model) for m in (self.inferences, self.executions, self.batch_size,
+                                                                   self.compute_seconds, self.queue_seconds))
+        inferences, executions, batch_size, compute, queued = self._children[key]
+        inferences.inc(rows)
+        executions.inc()
+        batch_size.observe(rows)
+        compute.observe(compute_seconds)
         for seconds in queue_seconds:
             queued.observe(seconds)
 
     def request(self, model: str, endpoint: str, status: int, seconds: float) -> None:
-        self.requests.labels(model, endpoint, str(status)).inc()
-        self.request_seconds.labels(model, endpoint).observe(seconds)
+        key = (model, endpoint, status)
+        if key not in self._children:
+            self._children[key] = (self.requests.labels(model, endpoint, str(status)),
+                                   self.request_seconds.labels(model, endpoint))
+        count, latency = self._children[key]
+        count.inc()
+        latency.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -184,6 +184,7 @@ class Connection(asyncio.Protocol):
         self.refusing = False  # a response was sent before the body was read: close after it
         self.received_any = False  # bytes of the next request have arrived (for the header timeout)
         self.draining: int | None = None  # after a refusal mid-body: bytes read and dropped since
+        self.paused = False  # reading is paused until the request being handled is answered
         self.closed = False
 
     # ---- asyncio callbacks ----
@@ -212,6 +213,9 @@ class Connection(asyncio.Protocol):
         if self.head is None:
             self.received_any = True
         self.h11.receive_data(data)
+        if self.task is not None and not self.paused:  # a pipelined request while one is handled: stop reading
+            self.transport.pause_reading()
+            self.paused = True
         self._process()
 
     def eof_received(self) -> bool:
@@ -341,8 +345,7 @@ class Connection(asyncio.Protocol):
             return
         body = self.reader.body()
         self.reader = None
-        self.transport.pause_reading()  # one request at a time; pipelined ones wait in the socket
-        self.task = self.loop.create_task(self._handle(self.handler, body))
+        self.task = self.loop.create_task(self._handle(self.handler, body))  # one at a time: see data_received
 
     async def _handle(self, handler: Handler, body: bytes) -> None:
         try:
@@ -361,7 +364,9 @@ class Connection(asyncio.Protocol):
         self._send(response, close=self.server.stopping)
         self._next_cycle()
         if not self.closed:
-            self.transport.resume_reading()
+            if self.paused:
+                self.paused = False
+                self.transport.resume_reading()
             self._process()
 
     def _next_cycle(self) -> None:
@@ -441,7 +446,9 @@ class Connection(asyncio.Protocol):
             self.close()
             return
         self.draining = 0
-        self.transport.resume_reading()
+        if self.paused:
+            self.paused = False
+            self.transport.resume_reading()
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self._arm(LINGER_SECONDS, self.close)
