@@ -268,17 +268,27 @@ def test_timeouts_the_connection_limit_and_disconnects(server):
     with socket.create_connection(("127.0.0.1", server.port)) as idle:
         assert read_until_closed(idle, 5) == b""  # an idle connection is closed after the header timeout
 
-    sockets = []
+    stalled = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(40)]  # the limit: 40
+    busy = []
     try:
-        for _ in range(40):  # the limit (--max-connections 40), each stalled in its headers
-            sockets.append(socket.create_connection(("127.0.0.1", server.port)))
-            sockets[-1].sendall(b"GET /v2 HTTP/1.1\r\n")
+        for s in stalled:
+            s.sendall(b"GET /v2 HTTP/1.1\r\n")  # headers begun, never finished
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as probe:
+            probe.sendall(request_bytes("GET", "/v2/health/live"))
+            assert status_of(probe.recv(1000)) == 200
+        assert read_until_closed(stalled[0], 2) == b""  # the oldest stalled connection made room ...
+        stalled[-1].setblocking(False)
+        with pytest.raises(BlockingIOError):
+            stalled[-1].recv(1)  # ... and the newest is still open (not a header timeout closing them all)
+        for _ in range(40):  # now every connection is busy with a request (its body still coming)
+            busy.append(socket.create_connection(("127.0.0.1", server.port)))
+            busy[-1].sendall(request_bytes("POST", "/v2/models/d01/infer", b"[", {"content-length": "1000"}))
         time.sleep(0.2)
         with socket.create_connection(("127.0.0.1", server.port)) as extra:
             refused = read_until_closed(extra, 5)
-        assert status_of(refused) == 503 and b"40 connections open" in refused
+        assert status_of(refused) == 503 and b"40 connections open, each busy with a request" in refused
     finally:
-        for s in sockets:
+        for s in stalled + busy:
             s.close()
     time.sleep(0.3)
     assert httpx.get(f"{server.base}/v2/health/live", timeout=5).status_code == 200

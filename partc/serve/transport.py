@@ -5,7 +5,11 @@ body is read (`App.admit`: route, method, token, size) and answers it once
 it is complete (`handler(body)`); this module moves the bytes and enforces,
 per connection and for the whole process:
 
-- a connection limit: the connection over it gets 503 and is closed;
+- a connection limit: at it, the oldest connection that is only waiting
+  for request headers (idle keep-alive, or a client too slow to send them)
+  is closed to make room; when every connection is busy with a request,
+  the new one gets 503 and is closed. So stalled clients cannot lock out
+  a health probe or a real client;
 - a header timeout (request line and headers, also the idle time between
   keep-alive requests) and a body timeout (the whole body): 408, closed;
 - a body size limit (413, from Content-Length before reading when given)
@@ -123,12 +127,21 @@ class Server:
     def __init__(self, app: App, limits: Limits):
         self.app = app
         self.limits = limits
-        self.connections: set[Connection] = set()
+        self.connections: dict[Connection, None] = {}  # in the order they opened (oldest first)
         self.buffered = 0  # body bytes reserved by requests being read or handled
         self.stopping = False
 
     def protocol(self) -> Connection:
         return Connection(self)
+
+    def make_room(self) -> bool:
+        """Close the oldest connection that is only waiting for request headers; False when there is none."""
+        for connection in self.connections:
+            if connection.head is None and connection.task is None:
+                self.connections.pop(connection)
+                connection.close()
+                return True
+        return False
 
     async def serve(self, sock, on_listening: Callable[[], None] | None = None) -> None:
         """Serve on a bound socket until SIGTERM/SIGINT, then shut down within the grace period."""
@@ -193,13 +206,13 @@ class Connection(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
-        if len(self.server.connections) >= self.limits.max_connections:
-            transport.write(raw_response(503, f"the server has {self.limits.max_connections} connections open; "
-                                              "retry later", {"retry-after": "1"}))
+        if len(self.server.connections) >= self.limits.max_connections and not self.server.make_room():
+            transport.write(raw_response(503, f"the server has {self.limits.max_connections} connections open, "
+                                              "each busy with a request; retry later", {"retry-after": "1"}))
             self.closed = True
             transport.close()
             return
-        self.server.connections.add(self)
+        self.server.connections[self] = None
         self._arm(self.limits.header_timeout, self._header_timeout)
 
     def data_received(self, data: bytes) -> None:
@@ -238,7 +251,7 @@ class Connection(asyncio.Protocol):
         self._finish_request()
         self.closed = True
         self._disarm()
-        self.server.connections.discard(self)
+        self.server.connections.pop(self, None)
 
     def _went_away(self) -> None:
         """One log line for a client that left mid-body (no traceback: it is the client's business)."""
