@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import random
 import socket
 import textwrap
 import threading
@@ -26,7 +27,7 @@ from partc.cli import main
 from partc.errors import RequestError
 from partc.serve.batching import Batcher
 from partc.serve.cli import bind_warning
-from partc.serve.jsonbody import MAX_DEPTH, BodyReader, loads, nesting_depth
+from partc.serve.jsonbody import MAX_DEPTH, BodyReader, _depth_loop, _depth_numpy, loads, nesting_depth
 from partc.serve.metrics import ServeMetrics
 from partc.serve.models import LoadedModel, load_models, load_task, softmax
 from tests.serve_helpers import raw_exchange, read_until_closed, request_bytes, running_server, status_of
@@ -405,6 +406,12 @@ def test_the_json_reader_bounds_depth_digits_and_values():
     assert nesting_depth(b'[[1], {"a": [2]}]') == 3
     assert nesting_depth(b'["[[[[", "\\"[[[", "\\\\", [1]]') == 2  # brackets in strings, escaped quotes, backslashes
     assert nesting_depth(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1)) == MAX_DEPTH + 1
+    nested = json.dumps({"data": np.zeros((64, 1, 8, 8)).tolist(), "id": "]]]]"}).encode()  # > 256 brackets: numpy
+    assert nesting_depth(nested) == 5
+    rng = random.Random(0)
+    for _ in range(500):  # the loop (small bodies) and numpy (large ones) agree on any soup of brackets and quotes
+        structure = bytes(rng.choice(b'[]{}"') for _ in range(rng.randint(0, 600)))
+        assert _depth_loop(structure) == _depth_numpy(structure), structure
     assert loads(b'{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
     for body, status in [(b"[" * 40 + b"]" * 40, 400), (b"[" + b"9" * 101 + b"]", 422), (b"[Infinity]", 400),
                          (b"[1e400]", None), (b"{", 400), (b"\xff", 400)]:
