@@ -269,6 +269,17 @@ def test_timeouts_the_connection_limit_and_disconnects(server):
     with socket.create_connection(("127.0.0.1", server.port)) as idle:
         assert read_until_closed(idle, 5) == b""  # an idle connection is closed after the header timeout
 
+    before = server.log().count("went away")
+    with socket.create_connection(("127.0.0.1", server.port)) as leaving:
+        leaving.sendall(request_bytes("POST", "/v2/models/d01/infer", b"[0.5, " * 100, {"content-length": "100000"}))
+        time.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while server.log().count("went away") == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = server.log()
+    assert log.count("went away") == before + 1 and "went away after 600 of 100000 body bytes" in log
+    assert "Traceback" not in log
+
     stalled = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(40)]  # the limit: 40
     busy = []
     try:
@@ -293,17 +304,6 @@ def test_timeouts_the_connection_limit_and_disconnects(server):
             s.close()
     time.sleep(0.3)
     assert httpx.get(f"{server.base}/v2/health/live", timeout=5).status_code == 200
-
-    before = server.log().count("went away")
-    with socket.create_connection(("127.0.0.1", server.port)) as leaving:
-        leaving.sendall(request_bytes("POST", "/v2/models/d01/infer", b"[0.5, " * 100, {"content-length": "100000"}))
-        time.sleep(0.2)
-    deadline = time.monotonic() + 5
-    while server.log().count("went away") == before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    log = server.log()
-    assert log.count("went away") == before + 1 and "went away after 600 of 100000 body bytes" in log
-    assert "Traceback" not in log
 
 
 def test_keep_alive_pipelining_continue_and_chunked_bodies(server):
@@ -431,6 +431,21 @@ def test_the_json_reader_bounds_depth_digits_and_values():
     assert binary.body() == b"[1,2,,,,,,,," and binary.size == 12
     with pytest.raises(RequestError, match="exceeds the limit of 1000 bytes"):
         BodyReader(1000, None).feed(bytes(1001))
+
+
+def test_client_warnings_are_rate_limited(caplog):
+    """A flood of stalled or vanishing clients gives a burst of lines, then one line counting the rest."""
+    from partc.serve.transport import ClientLog
+
+    client_log = ClientLog(burst=3, window=60)
+    with caplog.at_level("WARNING", logger="partc.serve"):
+        for i in range(10):
+            client_log.warning("client %d went away", i)
+        client_log.started -= 60  # the window has passed
+        client_log.warning("client %d went away", 10)
+    assert [r.getMessage() for r in caplog.records] == [
+        "client 0 went away", "client 1 went away", "client 2 went away",
+        "7 more client warnings in the last 60 s were not logged", "client 10 went away"]
 
 
 def test_the_batcher_coalesces_queued_requests_into_one_call(digits):

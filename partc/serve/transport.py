@@ -112,13 +112,41 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return json_response(status, {"error": message}, headers)
 
 
-def raw_response(status: int, message: str, headers: dict[str, str] | None = None) -> bytes:
-    """A complete HTTP/1.1 error response that closes the connection, for when h11 cannot frame one
-    (no request was read: a connection over the limit, headers that never completed)."""
-    body = json.dumps({"error": message}).encode()
-    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "content-type: application/json",
-             f"content-length: {len(body)}", "connection: close", *(f"{k}: {v}" for k, v in (headers or {}).items())]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+def raw_response(response: Response) -> bytes:
+    """The bytes of a complete HTTP/1.1 response that closes the connection, for when h11 cannot frame
+    one (no request was read: a connection over the limit, headers that never completed)."""
+    lines = [f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}", f"content-type: {response.content_type}",
+             f"content-length: {len(response.body)}", "connection: close",
+             *(f"{k}: {v}" for k, v in response.headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body
+
+
+class ClientLog:
+    """Warnings about misbehaving clients, at most `burst` lines per `window` seconds.
+
+    Each is one line (never a traceback); past the burst the rest of the
+    window is counted and reported in one line, so a flood of stalled or
+    vanishing clients cannot flood the log.
+    """
+
+    def __init__(self, burst: int = 50, window: float = 10.0):
+        self.burst = burst
+        self.window = window
+        self.started = time.monotonic()
+        self.lines = 0
+        self.suppressed = 0
+
+    def warning(self, message: str, *args) -> None:
+        now = time.monotonic()
+        if now - self.started >= self.window:
+            if self.suppressed:
+                log.warning("%d more client warnings in the last %.0f s were not logged", self.suppressed, self.window)
+            self.started, self.lines, self.suppressed = now, 0, 0
+        if self.lines < self.burst:
+            self.lines += 1
+            log.warning(message, *args)
+        else:
+            self.suppressed += 1
 
 
 class Server:
@@ -129,6 +157,7 @@ class Server:
         self.limits = limits
         self.connections: dict[Connection, None] = {}  # in the order they opened (oldest first)
         self.buffered = 0  # body bytes reserved by requests being read or handled
+        self.client_log = ClientLog()
         self.stopping = False
 
     def protocol(self) -> Connection:
@@ -137,7 +166,7 @@ class Server:
     def make_room(self) -> bool:
         """Close the oldest connection that is only waiting for request headers; False when there is none."""
         for connection in self.connections:
-            if connection.head is None and connection.task is None:
+            if connection.waiting_for_headers:
                 self.connections.pop(connection)
                 connection.close()
                 return True
@@ -168,7 +197,7 @@ class Server:
         self.app.shutting_down()
         listener.close()
         for connection in list(self.connections):
-            if connection.idle:
+            if connection.waiting_for_headers:
                 connection.close()
         deadline = time.monotonic() + self.limits.shutdown_grace
         while self.connections and time.monotonic() < deadline and not (interrupt and interrupt.is_set()):
@@ -207,8 +236,9 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
         if len(self.server.connections) >= self.limits.max_connections and not self.server.make_room():
-            transport.write(raw_response(503, f"the server has {self.limits.max_connections} connections open, "
-                                              "each busy with a request; retry later", {"retry-after": "1"}))
+            transport.write(raw_response(error_response(
+                503, f"the server has {self.limits.max_connections} connections open, each busy with a request; "
+                     "retry later", {"retry-after": "1"})))
             self.closed = True
             transport.close()
             return
@@ -246,26 +276,29 @@ class Connection(asyncio.Protocol):
         if self.reader is not None:
             self._went_away()
         elif self.task is not None and not self.task.done():
-            log.warning("client %s went away before the response to %s %s", self.client, self.head.method, self.head.path)
+            self._warn("client %s went away before the response to %s %s", self.client, self.head.method, self.head.path)
             self.task.cancel()
         self._finish_request()
         self.closed = True
         self._disarm()
         self.server.connections.pop(self, None)
 
+    def _warn(self, message: str, *args) -> None:
+        self.server.client_log.warning(message, *args)
+
     def _went_away(self) -> None:
         """One log line for a client that left mid-body (no traceback: it is the client's business)."""
         expected = f" of {self.expected}" if self.expected is not None else ""
-        log.warning("client %s went away after %d%s body bytes of %s %s", self.client, self.reader.size, expected,
-                    self.head.method, self.head.path)
+        self._warn("client %s went away after %d%s body bytes of %s %s", self.client, self.reader.size, expected,
+                   self.head.method, self.head.path)
         self.reader = None
 
     # ---- state ----
 
     @property
-    def idle(self) -> bool:
-        """No request is being read or handled (only keep-alive waiting)."""
-        return self.head is None and not self.received_any
+    def waiting_for_headers(self) -> bool:
+        """No request is being read or handled: idle keep-alive, or request headers not complete yet."""
+        return self.head is None and self.task is None
 
     def close(self) -> None:
         if not self.closed:
@@ -275,7 +308,7 @@ class Connection(asyncio.Protocol):
 
     def abort(self, why: str) -> None:
         if self.head is not None:
-            log.warning("dropped client %s during %s %s: %s", self.client, self.head.method, self.head.path, why)
+            self._warn("dropped client %s during %s %s: %s", self.client, self.head.method, self.head.path, why)
         self.reader = None  # logged here, not again as a client that went away
         if self.task is not None:
             self.task.cancel()
@@ -440,7 +473,7 @@ class Connection(asyncio.Protocol):
                 data += self.h11.send(h11.Data(data=response.body))
             data += self.h11.send(h11.EndOfMessage())
         except h11.LocalProtocolError:  # h11 cannot frame a response here (no complete request was read)
-            data, close = raw_response(response.status, json.loads(response.body).get("error", ""), response.headers), True
+            data, close = raw_response(response), True
         self.transport.write(data)
         if self.head is not None:
             self.server.app.finished(self.head, response.status)
@@ -469,8 +502,8 @@ class Connection(asyncio.Protocol):
     def _header_timeout(self) -> None:
         self.timer = None
         if self.received_any or self.h11.trailing_data[0]:
-            log.warning("client %s sent no complete request headers within %.3g s", self.client,
-                        self.limits.header_timeout)
+            self._warn("client %s sent no complete request headers within %.3g s", self.client,
+                       self.limits.header_timeout)
             self._refuse(RequestError(408, f"request headers did not arrive within {self.limits.header_timeout:g} s"),
                          close=True)
         else:
@@ -480,7 +513,7 @@ class Connection(asyncio.Protocol):
         self.timer = None
         got = self.reader.size if self.reader is not None else 0
         expected = f" of {self.expected}" if self.expected is not None else ""
-        log.warning("client %s sent %d%s body bytes of %s %s within %.3g s; closing", self.client, got, expected,
-                    self.head.method, self.head.path, self.limits.body_timeout)
+        self._warn("client %s sent %d%s body bytes of %s %s within %.3g s; closing", self.client, got, expected,
+                   self.head.method, self.head.path, self.limits.body_timeout)
         self._refuse(RequestError(408, f"request body did not arrive within {self.limits.body_timeout:g} s "
                                        f"({got}{expected} bytes)"), close=True)
