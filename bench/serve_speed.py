@@ -156,7 +156,7 @@ def json_part(args) -> None:
              ("cifar, batch 64, nested", body((64, 3, 32, 32), True))]
 
     def read(data: bytes) -> None:
-        reader = BodyReader(1 << 30, 1 << 30)
+        reader = BodyReader(1 << 30)
         for start in range(0, len(data), 65536):
             reader.feed(data[start:start + 65536])
         loads(reader.body())

@@ -24,7 +24,7 @@ import hmac
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from urllib.parse import unquote
 
@@ -37,7 +37,7 @@ from partc.serve.batching import Batcher
 from partc.serve.jsonbody import BodyReader
 from partc.serve.metrics import CONTENT_TYPE, ServeMetrics
 from partc.serve.models import LoadedModel
-from partc.serve.transport import App, Limits, RequestHead, Response, Server, error_response, json_response
+from partc.serve.transport import App, RequestHead, Response, Server, error_response, json_response
 from partc.version import __version__
 
 log = logging.getLogger("partc.serve")
@@ -73,7 +73,6 @@ class ServeOptions:
     max_queue: int = DEFAULT_MAX_QUEUE  # requests waiting per model before 503
     token: str | None = None  # bearer token every request but the health probes must carry
     access_log: bool = False
-    limits: Limits = field(default_factory=Limits)
 
 
 class PartcApp(App):
@@ -107,14 +106,13 @@ class PartcApp(App):
             encoding = head.headers.get("content-encoding", "identity").strip().lower()
             if encoding != "identity":
                 raise RequestError(415, f"Content-Encoding '{encoding}' is not accepted: send the body uncompressed")
-            limit = self.options.limits.max_body
             if endpoint == "infer":
                 json_length = head.headers.get("inference-header-content-length", "")  # binary tensor extension
-                reader = BodyReader(limit, v2.max_json_values(target), int(json_length) if json_length.isdigit() else None)
+                reader = BodyReader(v2.max_json_values(target), int(json_length) if json_length.isdigit() else None)
             elif endpoint == "legacy_predict":
-                reader = BodyReader(limit, v2.max_json_values(target[0]))
+                reader = BodyReader(v2.max_json_values(target[0]))
             else:
-                reader = BodyReader(limit, None)  # a body on a GET is read (within the limit) and ignored
+                reader = BodyReader(None)  # a body on a GET is read (within --max-body) and ignored
             return reader, partial(getattr(self, f"_{endpoint}"), head, target)
         except RequestError as e:
             return error_response(e.status, e.message, e.headers)

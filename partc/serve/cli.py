@@ -121,7 +121,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     header_timeout=args.header_timeout, body_timeout=args.body_timeout,
                     shutdown_grace=args.shutdown_grace)
     options = ServeOptions(batching=not args.no_batching, max_batch=args.max_batch, max_delay=args.max_queue_delay / 1e3,
-                           max_queue=args.max_queue, token=token, access_log=args.access_log, limits=limits)
+                           max_queue=args.max_queue, token=token, access_log=args.access_log)
     sock = listen_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
     handler = logging.StreamHandler(sys.stderr)

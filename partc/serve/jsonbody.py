@@ -3,8 +3,8 @@
 A request body is refused as early and as cheaply as possible:
 
 1. while it arrives (`BodyReader.feed`, C-speed `bytes.count` per chunk):
-   more bytes than the limit (413), or more JSON values than any valid
-   request for this endpoint holds (413). Every JSON value but the first
+   more JSON values than any valid request for this endpoint holds (413;
+   the byte limit is the transport's). Every JSON value but the first
    of a container is preceded by a comma, so `values <= 1 + '[' + '{' + ','`
    bounds the count from above (a comma inside a string only overcounts);
    `[],[],...` bodies that would build millions of lists stop here;
@@ -39,14 +39,15 @@ _DIGITS_TO_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
 
 
 class BodyReader:
-    """Collects a request body, refusing it (413) as soon as it is too large in bytes or in JSON values.
+    """Collects a request body, refusing it (413) as soon as it holds more JSON values than `max_values`.
 
-    `json_bytes`: how many leading bytes are JSON (the binary tensor
-    extension puts raw tensor bytes after them); None: all of it.
+    `max_values` None: the body is collected, not counted (bodies nothing
+    parses). `json_bytes`: how many leading bytes are JSON (the binary
+    tensor extension puts raw tensor bytes after them); None: all of it.
+    The size in bytes is the transport's to bound (--max-body).
     """
 
-    def __init__(self, max_bytes: int, max_values: int | None, json_bytes: int | None = None):
-        self.max_bytes = max_bytes
+    def __init__(self, max_values: int | None, json_bytes: int | None = None):
         self.max_values = max_values
         self.json_bytes = json_bytes
         self.chunks: list[bytes] = []
@@ -56,8 +57,6 @@ class BodyReader:
     def feed(self, chunk: bytes) -> None:
         start = self.size
         self.size += len(chunk)
-        if self.size > self.max_bytes:
-            raise RequestError(413, f"request body exceeds the limit of {self.max_bytes} bytes")
         self.chunks.append(chunk)
         if self.max_values is None:
             return

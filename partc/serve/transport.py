@@ -379,6 +379,9 @@ class Connection(asyncio.Protocol):
             return  # the rest of a body we already answered; the connection closes after it
         if self.expected is None and not self._reserve(len(data)):
             return
+        if self.reader.size + len(data) > self.limits.max_body:  # a chunked body, or more than Content-Length said
+            self._refuse(RequestError(413, f"request body exceeds the limit of {self.limits.max_body} bytes"), close=True)
+            return
         try:
             self.reader.feed(data)
         except RequestError as e:
