@@ -22,9 +22,12 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from partc.cli import main
 from partc.errors import RequestError
+from partc.serve import legacy, v2
 from partc.serve.batching import Batcher
 from partc.serve.cli import bind_warning
 from partc.serve.jsonbody import MAX_DEPTH, BodyReader, _depth_loop, _depth_numpy, loads, nesting_depth
@@ -191,6 +194,12 @@ HOSTILE = [  # (what, method, path, body, extra headers, status, words in the er
      {}, 413, "more than 5761 JSON values"),
     ("an unknown output", "POST", "/v2/models/d01/infer", v2_body([0.5] * 64, outputs=[{"name": "probs"}]), {}, 400,
      "unknown output 'probs'"),
+    ("an output named by a list", "POST", "/v2/models/d01/infer", v2_body([0.5] * 64, outputs=[{"name": ["x"]}]), {},
+     400, "unknown output ['x']"),
+    ("inputs as an object", "POST", "/v2/models/d01/infer", b'{"inputs": {"name": "digit"}}', {}, 400,
+     "must be a list of one tensor"),
+    ("a shape of strings", "POST", "/v2/models/d01/infer", v2_body([0.5] * 64, ["1", 1, 8, 8]), {}, 400,
+     "must be a whole number"),
     ("binary data of the wrong size", "POST", "/v2/models/d01/infer",
      _BINARY_HEADER + bytes(100), {"inference-header-content-length": str(len(_BINARY_HEADER))}, 400,
      "binary_data_size 256 and 100 bytes"),
@@ -432,6 +441,35 @@ def test_the_json_reader_bounds_depth_digits_and_values():
     uncounted = BodyReader(None)
     uncounted.feed(b",,,," * 1000)
     assert uncounted.size == 4000
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=6),
+                    max_leaves=40)
+TENSOR = st.fixed_dictionaries({}, optional={"name": st.sampled_from(["digit", "x"]) | JSON,
+                                             "shape": st.lists(st.integers(-2, 70), max_size=5) | JSON,
+                                             "datatype": st.sampled_from(["FP32", "FP16"]) | JSON,
+                                             "data": st.lists(st.floats(-2, 2), max_size=70) | JSON,
+                                             "parameters": JSON})
+REQUEST = st.fixed_dictionaries({}, optional={"inputs": st.lists(TENSOR, max_size=2) | JSON, "outputs": JSON,
+                                              "parameters": JSON, "id": JSON}) | JSON
+
+
+@pytest.fixture(scope="module")
+def d01(digits):
+    return load_models(digits[1])["d01"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(payload=REQUEST)
+def test_any_json_body_is_answered_or_refused_never_a_crash(d01, payload):
+    """Whatever JSON arrives, parsing gives a request or a RequestError with a 4xx: the class of the 500s is gone."""
+    body = json.dumps(payload).encode()
+    for parse in (lambda: v2.parse_infer(d01, body, None), lambda: legacy.parse_predict(d01, body)):
+        try:
+            parse()
+        except RequestError as e:
+            assert 400 <= e.status < 500 and e.message
 
 
 def test_client_warnings_are_rate_limited(caplog):

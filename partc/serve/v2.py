@@ -198,7 +198,7 @@ def _requested_outputs(model: LoadedModel, outputs: object, top: int, binary_def
     chosen = []
     for entry in outputs:
         name = entry.get("name") if isinstance(entry, dict) else None
-        if name not in by_name:
+        if not isinstance(name, str) or name not in by_name:
             raise RequestError(400, f"unknown output {name!r} of model '{model.name}'; outputs: {', '.join(by_name)}")
         if any(c.name == name for c in chosen):
             raise RequestError(400, f"output '{name}' is asked for twice")
