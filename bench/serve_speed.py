@@ -17,8 +17,13 @@ serve: `partc serve` (a real server process on loopback) with 1, 16 and 64
   configurations taking turns for each client count, --rounds times, each
   keeping its best round (most requests/s; other processes on a shared
   machine only ever slow a round down): requests/s, p50, p99 and the mean
-  batch the server ran (from /metrics). Beside it, in-process
+  batch the server ran (from /metrics), and the server process's CPU time
+  per request (user + system, all its threads, from /proc: unlike
+  requests/s this barely moves when other processes take the CPUs). Beside it, in-process
   ONNX Runtime on the same batch-1 input: what HTTP costs per request.
+  With --baseline DIR (the source tree of another partc, e.g. `git archive
+  main | tar -x -C DIR`), that version's server runs beside them, sent the
+  same sample through the first API (/tasks/d01/predict), which both have.
   The load generator is a minimal asyncio HTTP/1.1 client (pre-built
   request bytes, one connection per client) so that it takes as little of
   the shared CPUs as possible; it still runs on the same machine.
@@ -179,15 +184,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(export_dir: Path, options: list[str]) -> tuple[subprocess.Popen, int]:
+def start_server(export_dir: Path, options: list[str], source: Path = ROOT,
+                 ready: str = "/v2/health/ready") -> tuple[subprocess.Popen, int]:
+    """`partc serve` of the partc in `source` on a free port, once `ready` answers 200."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "partc", "serve", str(export_dir), "--port", str(port), *options],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=source, env={**os.environ, "PYTHONPATH": str(source)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"GET /v2/health/ready HTTP/1.1\r\nhost: x\r\n\r\n")
+                s.sendall(f"GET {ready} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
                 if s.recv(100).startswith(b"HTTP/1.1 200"):
                     return proc, port
         except OSError:
@@ -240,6 +248,17 @@ def batch_counts(port: int) -> tuple[float, float]:
     return float(values.get(b"partc_inferences_total", 0)), float(values.get(b"partc_executions_total", 0))
 
 
+def http_request(path: str, body: bytes) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n").encode() + body
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def serve_part(args, tmp: Path) -> None:
     from partc.export import export_tasks
     from partc.serve.models import load_task
@@ -251,23 +270,32 @@ def serve_part(args, tmp: Path) -> None:
     body = json.dumps({"inputs": [{"name": "digit", "shape": [1, 1, 8, 8], "datatype": "FP32",
                                    "data": sample.ravel().tolist()}],
                        "outputs": [{"name": "logits"}, {"name": "logits.top_k", "parameters": {"top_k": 1}}]}).encode()
-    request = (f"POST /v2/models/d01/infer HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-               f"content-length: {len(body)}\r\n\r\n").encode() + body
+    requests = {name: http_request("/v2/models/d01/infer", body) for name in SERVER_CONFIGS}
     x = model.normalise(sample)
     in_process = best_rounds({"ort": lambda: model.run_graph(x)}, budget=3.0)["ort"]
+    cpu_start = time.process_time()
+    for _ in range(2000):
+        model.run_graph(x)
+    in_process_cpu_ms = (time.process_time() - cpu_start) / 2000 * 1e3
     servers = {name: start_server(export_dir, options) for name, options in SERVER_CONFIGS.items()}
+    if args.baseline:
+        name = f"baseline {args.baseline.name} (first API)"
+        servers[name] = start_server(export_dir, ["--threads", "1"], args.baseline.resolve(), ready="/health")
+        requests[name] = http_request("/tasks/d01/predict", json.dumps({"inputs": sample.tolist(), "top": 1}).encode())
     results: dict[tuple[str, int], dict] = {}
     try:
-        for _, port in servers.values():
-            asyncio.run(load(port, request, 8, 1.0, 10_000))  # warm-up: connections, sessions, allocations
+        for name, (_, port) in servers.items():
+            asyncio.run(load(port, requests[name], 8, 1.0, 10_000))  # warm-up: connections, sessions, allocations
         for clients in args.clients:
             for round_ in range(args.rounds):
-                for name, (_, port) in servers.items():
+                for name, (proc, port) in servers.items():
                     print(f"  {clients} client(s), {name}, round {round_ + 1} ...", flush=True)
-                    before = batch_counts(port)
-                    result = asyncio.run(load(port, request, clients, args.seconds, args.max_requests))
+                    before, cpu = batch_counts(port), cpu_seconds(proc.pid)
+                    result = asyncio.run(load(port, requests[name], clients, args.seconds, args.max_requests))
+                    result["cpu_ms"] = (cpu_seconds(proc.pid) - cpu) / max(1, result["requests"]) * 1e3
                     after = batch_counts(port)
-                    result["batch"] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+                    calls = after[1] - before[1]
+                    result["batch"] = f"{(after[0] - before[0]) / calls:.1f}" if calls else "n/a"
                     if (name, clients) not in results or result["rps"] > results[(name, clients)]["rps"]:
                         results[(name, clients)] = result
     finally:
@@ -277,19 +305,22 @@ def serve_part(args, tmp: Path) -> None:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    print("\n| clients | server | requests | errors | requests/s | p50 ms | p99 ms | mean batch |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("\n| clients | server | requests | errors | requests/s | p50 ms | p99 ms | mean batch | server CPU ms/request |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for clients in args.clients:
-        for name in SERVER_CONFIGS:
+        for name in servers:
             r = results[(name, clients)]
             print(f"| {clients} | {name} | {r['requests']:,} | {r['errors']} | {r['rps']:,.0f} | {r['p50']:.2f} "
-                  f"| {r['p99']:.2f} | {r['batch']:.1f} |")
+                  f"| {r['p99']:.2f} | {r['batch']} | {r['cpu_ms']:.3f} |")
     ort_p50 = pct(in_process, 50) * 1e3
     one = results[("batching, 0 ms delay", args.clients[0])]
     print(f"\n| measure | value |\n|---|---:|\n| in-process ONNX Runtime, batch 1, p50 | {ort_p50:.3f} ms "
           f"({1e3 / ort_p50:,.0f} calls/s) |")
     print(f"| over HTTP, {args.clients[0]} client, batching on, p50 | {one['p50']:.3f} ms ({one['rps']:,.0f} requests/s) |")
     print(f"| HTTP cost per request (p50 difference) | {one['p50'] - ort_p50:.3f} ms |")
+    print(f"| in-process ONNX Runtime CPU per call | {in_process_cpu_ms:.3f} ms |")
+    print(f"| server CPU per request, {args.clients[0]} client, batching on | {one['cpu_ms']:.3f} ms |")
+    print(f"| HTTP CPU cost per request (difference) | {one['cpu_ms'] - in_process_cpu_ms:.3f} ms |")
     print(f"| one HTTP client's throughput / in-process ONNX Runtime | {one['rps'] / (1e3 / ort_p50):.2f} |")
     best = max(results.values(), key=lambda r: r["rps"])
     print(f"| best server throughput / in-process ONNX Runtime at batch 1 | {best['rps'] / (1e3 / ort_p50):.2f} |")
@@ -306,6 +337,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="serve: seconds per measurement")
     parser.add_argument("--max-requests", type=int, default=100_000, help="serve: requests per measurement at most")
     parser.add_argument("--rounds", type=int, default=2, help="serve: rounds per configuration, the best kept")
+    parser.add_argument("--baseline", type=Path, help="serve: the source tree of another partc to run beside (first API)")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
 
