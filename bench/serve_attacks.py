@@ -93,7 +93,9 @@ def exchange(port: int, data: bytes, timeout: float = 60.0) -> bytes:
 
 
 def request(method: str, path: str, body: bytes = b"", **headers: str) -> bytes:
-    headers = {"content-length": str(len(body)), **{k.replace("_", "-"): v for k, v in headers.items()}}
+    """A raw request that asks the server to close the connection after answering (`exchange` reads until then)."""
+    headers = {"content-length": str(len(body)), "connection": "close",
+               **{k.replace("_", "-"): v for k, v in headers.items()}}
     return (f"{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n" +
             "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode() + body
 
@@ -107,13 +109,17 @@ def status(response: bytes) -> str:
 
 
 def live_latencies(port: int, stop: threading.Event, out: list[float]) -> None:
+    """Probe /v2/health/live every 20 ms on one keep-alive connection, recording each answer's latency."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         while not stop.is_set():
             start = time.perf_counter()
-            s.sendall(request("GET", "/v2/health/live"))
+            s.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
             reply = b""
             while b"\r\n\r\n" not in reply:
-                reply += s.recv(4096)
+                part = s.recv(4096)
+                if not part:
+                    raise SystemExit("the server closed the probe's connection")
+                reply += part
             out.append(time.perf_counter() - start)
             time.sleep(0.02)
 

@@ -652,7 +652,7 @@ def test_serving_code_runs_without_torch(digits, mixed):
         async def main():
             out = {{}}
             for folder in [{str(digits[1])!r}, {str(mixed[1])!r}]:
-                models = load_models(folder, server=True)
+                models = load_models(folder)
                 app = PartcApp(models)
                 server = Server(app, Limits())
                 app.server = server

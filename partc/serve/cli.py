@@ -116,7 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          hint="the body budget of all connections must hold at least one largest body")
     token = read_token(args.token_file) if args.token_file else None
     threads = args.threads or default_threads()
-    models = load_models(args.model_dir, args.device, threads, server=True)
+    models = load_models(args.model_dir, args.device, threads)
     limits = Limits(max_body=args.max_body, max_buffered=args.max_buffered, max_connections=args.max_connections,
                     header_timeout=args.header_timeout, body_timeout=args.body_timeout,
                     shutdown_grace=args.shutdown_grace)

@@ -131,12 +131,12 @@ def find_model_files(path: str | Path) -> list[Path]:
     return files
 
 
-def load_model(file: Path, device: str = "auto", threads: int | None = None, *, server: bool = False) -> LoadedModel:
+def load_model(file: Path, device: str = "auto", threads: int | None = None, *, spin: bool = False) -> LoadedModel:
     """One file's model, refused (ExportError) unless its metadata describes its graph and a trial run agrees.
 
-    `server`: ONNX Runtime threading for a server (partc.onnxrt.session_options).
+    ONNX Runtime's threads do not spin between calls unless `spin` (partc.onnxrt.session_options).
     """
-    session = open_session(file, device, threads, server=server)
+    session = open_session(file, device, threads, spin=spin)
     info = ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map, str(file))
     problems = graph_problems(info, *graph_values(session))
     if problems:
@@ -166,11 +166,11 @@ def _trial_run(model: LoadedModel) -> None:
 
 
 def load_models(path: str | Path, device: str = "auto", threads: int | None = None, *,
-                server: bool = False) -> dict[str, LoadedModel]:
+                spin: bool = False) -> dict[str, LoadedModel]:
     """Model name -> loaded model (a task file is named after its task, a fused file after its network)."""
     models: dict[str, LoadedModel] = {}
     for file in find_model_files(path):
-        model = load_model(file, device, threads, server=server)
+        model = load_model(file, device, threads, spin=spin)
         if model.name in models:
             raise ExportError(f"model '{model.name}' is exported twice: {models[model.name].path} and {file}")
         models[model.name] = model
