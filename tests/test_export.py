@@ -383,8 +383,9 @@ def test_an_unfolded_task_file_holds_exactly_its_own_copies(owned_run):
     # the audit attributes copies to their task: a's file is not on b's route, though all its convs are
     from partc.export.verify import audit_weights
 
+    weights = {k: v.numpy() for k, v in model.state_dict().items()}
     with pytest.raises(ExportError, match=r"holds 'levels\.l\d\.\d\.1\.a\."):
-        audit_weights(proto, model.task("b"), model, "b", net.task_params("b"))
+        audit_weights(proto, net, ["b"], weights, dict(model.named_parameters()), "task 'b'")
 
 
 def test_another_tasks_own_copy_never_reaches_a_task_file(owned_run, tmp_path):

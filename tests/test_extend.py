@@ -322,3 +322,25 @@ def test_a_new_task_gets_its_own_batchnorm_in_a_frozen_segment(tmp_path):
         for task in ("a", "b"):
             x = probe(net, task)
             assert torch.equal(old(x, task=task), new(x, task=task))
+
+
+def test_extend_a_seed_group_member_by_member(tmp_path):
+    from partc.run import is_group, member_dir
+    from partc.train.extend import extend_group
+    from partc.train.seeds import train_group
+
+    base = tmp_path / "base"
+    net = partc.loads(BASE.replace("epochs 2", "epochs 1"), str(tmp_path / "b.part"))
+    train_group(net, base, [1, 2], device="cpu", quiet=True)
+    grown = write(tmp_path / "g.part", GROWN.replace("epochs 2", "epochs 1"))
+    out = tmp_path / "grown"
+    extend_group(base, grown, out, [1, 2], device="cpu", quiet=True)
+    assert is_group(out)
+    for seed in (1, 2):
+        _, old, _ = load_trained_model(member_dir(base, seed))
+        net2, new, _ = load_trained_model(member_dir(out, seed))
+        with torch.no_grad():
+            x = probe(net2, "a")
+            assert torch.equal(old(x, task="a"), new(x, task="a"))  # each member grows its own base member
+    with pytest.raises(TrainError, match="no member for seed"):
+        extend_group(base, grown, tmp_path / "other", [3], device="cpu", quiet=True)

@@ -268,17 +268,20 @@ def param_split(structure: dict[str, Any]) -> Figure:
 
 # ---------------------------------------------------------------- results
 def accuracy_bars(results: dict[str, Any], tasks: list[str]) -> Figure:
-    """Test top-1 and top-5 per task."""
+    """Test top-1 and top-5 per task; over a seed group, the means with the top-1 standard deviation."""
     shown = [t for t in tasks if t in results["tasks"]]
     fig = Figure(figsize=(3.0 + 0.8 * len(shown), 4.0), layout="constrained")
     ax = fig.add_subplot()
-    _paired_bars(ax, shown, [results["tasks"][t]["top1"] or 0.0 for t in shown],
-                 [results["tasks"][t]["top5"] or 0.0 for t in shown])
+    rows = results["tasks"]
+    _paired_bars(ax, shown, [rows[t]["top1"] or 0.0 for t in shown], [rows[t]["top5"] or 0.0 for t in shown],
+                 first_error=[rows[t].get("top1_std") for t in shown])
     _task_ticks(ax, shown, axis="x")
     ax.set_xlabel("task")
     ax.set_ylabel("test accuracy")
     where = f"epoch {results['epoch']}" if results.get("epoch") else "final"
-    ax.set_title(f"test accuracy per task ({where}; from {results['source']})", fontsize=10)
+    members = len(results.get("members") or [])
+    over = f"mean over {members} seeds, bars: +- 1 sd; " if members > 1 else ""
+    ax.set_title(f"test accuracy per task ({over}{where}; from {results['source']})", fontsize=10)
     fig.legend(handles=[Patch(facecolor="#666666", label="top-1"), Patch(facecolor="#666666", alpha=0.4, label="top-5")],
                loc="outside right upper", fontsize=8, frameon=False)
     return fig
@@ -318,7 +321,7 @@ def learning_curves(curves: dict[str, Any], tasks: list[str]) -> Figure:
 
 # ---------------------------------------------------------------- representations
 def cka_grid(cka: dict[str, Any]) -> Figure:
-    """Task x task linear CKA at the output of every level, one colour scale 0..1."""
+    """Task x task linear CKA at the output of every level, one colour scale 0..1 (a seed group: the mean)."""
     tasks, levels = cka["tasks"], cka["levels"]
     fig, axes = _level_grid(levels, tasks)
     image = None
@@ -328,55 +331,116 @@ def cka_grid(cka: dict[str, Any]) -> Figure:
         ax.set_title(f"level {level}", fontsize=9)
     fig.colorbar(image, ax=list(axes), shrink=0.6, label="linear CKA")
     kinds = sorted({p["kind"] for p in cka["probes"]})
-    fig.suptitle(f"representation similarity between tasks (rows and columns: tasks)\nprobe: {'; '.join(kinds)}",
+    seeds = len(cka.get("seeds") or [])
+    over = f" (mean over {seeds} seeds)" if seeds > 1 else ""
+    fig.suptitle(f"representation similarity between tasks{over} (rows and columns: tasks)\nprobe: {'; '.join(kinds)}",
                  fontsize=10)
     return fig
 
 
-def _paired_bars(ax, tasks: list[str], first: list[float], second: list[float]) -> None:
-    """Two bars per task in its colour: solid (first) and pale (second), with their values."""
+REFERENCE_STYLE = {  # comparison key -> (label, colour, marker)
+    "trained": ("this run (trained)", "#1f4e9c", "o"),
+    "baseline": ("no-sharing baseline (trained)", "#d9822b", "s"),
+    "init": ("this network untrained (init.pt)", "#6a9f58", "^"),
+    "noise_floor": ("unrelated samples (rows permuted)", "#9a9a9a", "v"),
+}
+
+
+def cka_references(comparison: dict[str, Any]) -> Figure:
+    """Mean between-task CKA per level, for the run and each reference: mean over seeds, whiskers min..max."""
+    levels = list(comparison["levels"])
+    fig = Figure(figsize=(3.2 + 0.9 * len(levels), 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    keys = [k for k in REFERENCE_STYLE if all(k in comparison["levels"][lv] for lv in levels)]
+    width = 0.8 / len(keys)
+    for n, key in enumerate(keys):
+        label, colour, marker = REFERENCE_STYLE[key]
+        xs, means, low, high = [], [], [], []
+        for i, lv in enumerate(levels):
+            entry = comparison["levels"][lv][key]
+            values = list(entry["by_seed"].values())
+            if entry["mean"] is None:
+                continue
+            xs.append(i - 0.4 + width * (n + 0.5))
+            means.append(entry["mean"])
+            low.append(entry["mean"] - min(values))
+            high.append(max(values) - entry["mean"])
+        ax.errorbar(xs, means, yerr=[low, high], fmt=marker, color=colour, label=label, capsize=3, markersize=6,
+                    linewidth=1)
+    ax.set_xticks(range(len(levels)))
+    ax.set_xticklabels(levels, fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("level")
+    ax.set_ylabel("mean CKA between tasks")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title("CKA between tasks against its references\n(marker: mean over seeds; whiskers: min..max)", fontsize=10)
+    fig.legend(loc="outside right upper", fontsize=8, frameon=False)
+    return fig
+
+
+def _paired_bars(ax, tasks: list[str], first: list[float], second: list[float],
+                 first_error: list[float | None] | None = None, second_error: list[float | None] | None = None) -> None:
+    """Two bars per task in its colour: solid (first) and pale (second), with their values (and +- error)."""
     colours = task_colours(tasks)
-    for offset, values, alpha in ((-0.2, first, 1.0), (0.2, second, 0.4)):
+    for offset, values, alpha, errors in ((-0.2, first, 1.0, first_error), (0.2, second, 0.4, second_error)):
         xs = [i + offset for i in range(len(tasks))]
         ax.bar(xs, values, width=0.38, color=[colours[t] for t in tasks], alpha=alpha, edgecolor="#444444",
                linewidth=0.5)
+        if errors is not None and any(e is not None for e in errors):
+            ax.errorbar(xs, values, yerr=[e or 0.0 for e in errors], fmt="none", ecolor="#222222", capsize=3,
+                        linewidth=0.8)
         if len(tasks) <= 12:
             for x, v in zip(xs, values):
-                ax.text(x, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+                ax.text(x + 0.02, v + 0.01, f"{v:.2f}", ha="left" if errors else "center", va="bottom", fontsize=7)
     ax.set_ylim(0, 1.12)
     ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
 
 
-def transfer_bars(transfer: dict[str, Any], tasks: list[str]) -> Figure:
-    """Test top-1 with trained weights vs with the task's shared segments reset to init."""
-    shown = [t for t in tasks if t in transfer]
+def lesion_bars(lesion: dict[str, Any], tasks: list[str]) -> Figure:
+    """Test top-1 with trained weights vs with the task's shared segments reset to init (a seed group: means)."""
+    shown = [t for t in tasks if t in lesion]
     fig = Figure(figsize=(3.0 + 0.8 * len(shown), 4.2), layout="constrained")
     ax = fig.add_subplot()
-    _paired_bars(ax, shown, [transfer[t]["trained_top1"] for t in shown], [transfer[t]["reset_top1"] for t in shown])
+    _paired_bars(ax, shown, [lesion[t]["trained_top1"] for t in shown], [lesion[t]["reset_top1"] for t in shown])
     ax.set_xticks(range(len(shown)))
-    ax.set_xticklabels([f"{t}\n{transfer[t]['shared_segments']} shared" for t in shown], fontsize=7)
+    ax.set_xticklabels([f"{t}\n{lesion[t]['shared_segments']} shared" for t in shown], fontsize=7)
     ax.set_xlabel("task (and how many segments of its path it shares)")
     ax.set_ylabel("test top-1")
-    ax.set_title("how much each task relies on what it shares:\nits shared segments trained vs reset to init", fontsize=10)
+    ax.set_title("lesion: reliance on shared segments\n(trained vs its shared segments reset to init; not transfer)",
+                 fontsize=10)
     fig.legend(handles=[Patch(facecolor="#666666", label="trained"),
                         Patch(facecolor="#666666", alpha=0.4, label="shared\nsegments reset")],
                loc="outside right upper", fontsize=8, frameon=False)
     return fig
 
 
-def baseline_bars(baseline: dict[str, Any], tasks: list[str]) -> Figure:
-    """Test top-1 per task with sharing (this run) and without (the baseline run)."""
-    shown = [t for t in tasks if t in baseline["tasks"]]
-    fig = Figure(figsize=(3.0 + 0.8 * len(shown), 4.2), layout="constrained")
+def transfer_bars(transfer: dict[str, Any], tasks: list[str]) -> Figure:
+    """Per task and overall: top-1 with sharing minus without, mean over paired seeds with its t interval."""
+    rows = transfer["tasks"]
+    shown = [t for t in tasks if t in rows]
+    colours = task_colours(tasks)
+    entries = [(t, rows[t], colours[t]) for t in shown] + [("mean", transfer["overall"], "#333333")]
+    fig = Figure(figsize=(3.4 + 0.8 * len(entries), 4.2), layout="constrained")
     ax = fig.add_subplot()
-    rows = baseline["tasks"]
-    _paired_bars(ax, shown, [rows[t]["top1"] for t in shown], [rows[t]["baseline_top1"] for t in shown])
-    ax.set_xticks(range(len(shown)))
-    ax.set_xticklabels([f"{t}\n{rows[t]['difference']:+.2f}" for t in shown], fontsize=7)
-    ax.set_xlabel("task (top-1 with sharing minus without)")
-    ax.set_ylabel("test top-1")
-    ax.set_title("with sharing (this run) vs without (baseline run)", fontsize=10)
-    fig.legend(handles=[Patch(facecolor="#666666", label="with sharing"),
-                        Patch(facecolor="#666666", alpha=0.4, label="baseline\n(no sharing)")],
-               loc="outside right upper", fontsize=8, frameon=False)
+    for x, (_, r, colour) in enumerate(entries):
+        if r["mean"] is None:
+            continue
+        mean = 100 * r["mean"]
+        ax.bar(x, mean, width=0.6, color=colour, alpha=0.85, edgecolor="#444444", linewidth=0.5)
+        if r["ci"] is not None:
+            ax.errorbar([x], [mean], yerr=[[mean - 100 * r["ci"][0]], [100 * r["ci"][1] - mean]], fmt="none",
+                        ecolor="#111111", capsize=4, linewidth=1)
+        for value in r["values"]:
+            ax.plot(x + 0.18, 100 * value, ".", color="#111111", markersize=4)
+    ax.axhline(0, color="#444444", linewidth=0.8)
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, -100), min(high, 100))  # a difference of accuracies lies within +-100 points
+    ax.set_xticks(range(len(entries)))
+    short = {"above": "helps", "below": "hurts", "unclear": "no detectable\ndifference", None: "no interval"}
+    ax.set_xticklabels([f"{name}\n{short[r['direction']]}" for name, r, _ in entries], fontsize=7)
+    ax.set_ylabel("test top-1, with sharing minus without (points)")
+    n = transfer["overall"]["n"]
+    level = round(100 * transfer["level"])
+    ax.set_title(f"transfer: shared run vs no-sharing baseline, paired by seed (n={n})\n"
+                 f"bar: mean difference; whiskers: {level}% t interval; dots: each seed", fontsize=10)
     return fig

@@ -57,14 +57,16 @@ def run_dir(net: Network, out_dir: str | Path | None = None, no_sharing: bool = 
 def train(net: Network, out_dir: str | Path | None = None, *, device: str = "auto", resume: bool = False,
           epochs: int | None = None, mode: str | None = None, data_root: str | Path | None = None,
           quiet: bool = False, no_sharing: bool = False, data: dict[str, Any] | None = None,
-          growth: Growth | None = None, initial_state: dict[str, Any] | None = None,
+          growth: Growth | None = None, initial_state: dict[str, Any] | None = None, seed: int | None = None,
           cpu: CpuThreads | None = None, fused_step: str = "auto") -> dict:
     """Train every task of `net` into `out_dir` (default `run_dir`); the final results.
 
     `no_sharing` trains the spec's no-sharing baseline instead (`partc.train.nosharing`).
-    `data` ({task: TaskData}) skips loading, for tests and benchmarks.
+    `data` ({task: TaskData}) skips loading, for tests, benchmarks and seed groups.
     `growth` and `initial_state` come from `partc.train.extend`: train only the new tasks, over the base
     run's weights, with the base tasks' modules frozen; a resumed extension finds them in run.json.
+    `seed` replaces the train seed (initial weights, data order, augmentation); the
+    network seed, and with it the paths and the data splits, stays the spec's.
     `cpu`: the CPU thread settings the command chose, for run.json (default: this process's as they are).
     `fused_step`: how a fused step runs, "auto" (by device and network, `partc.train.step`),
     "forward_all" or "per_task"; a resumed run keeps its own.
@@ -79,12 +81,12 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
 
     state = _resume_checkpoint(out, net, no_sharing) if resume else None
     if state is not None:
-        cfg = _resume_config(state, epochs, mode, run_paths(out)["last"])
+        cfg = _resume_config(state, epochs, mode, seed, run_paths(out)["last"])
         recorded = require_info(out).get("extend")
         growth, initial_state = (Growth.from_dict(recorded) if recorded else None), None
     else:
         _refuse_existing(out)
-        cfg = resolve_config(net, epochs=epochs, mode=mode)
+        cfg = resolve_config(net, epochs=epochs, mode=mode, seed=seed)
     if data is None:
         from partc.data.load import load_all
 
@@ -94,13 +96,21 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
     if state is not None and fused_step == "auto" and runtime.device.type == "cpu":
         fused_step = state.get("fused_step") or "forward_all"  # checkpoints from before the choice ran forward_all
     trainer = Trainer(net, cfg, runtime, data, growth=growth, initial_state=initial_state, fused_step=fused_step)
-    start = _open_run(out, net, source, trainer, state, growth, cpu)
+    start = _open_run(out, net, source, trainer, state, growth, _split_record(data), cpu)
     _train_epochs(out, net, trainer, start, quiet)
     return _finish(out, net, cfg.epochs, no_sharing, quiet)
 
 
+def _split_record(data: dict[str, Any]) -> dict[str, Any]:
+    """Which samples each task's splits hold (run.json "splits"): runs with equal digests saw the same splits."""
+    from partc.data.splits import SPLIT_RULE
+
+    digests = {t: d.split_digest() for t, d in data.items() if callable(getattr(d, "split_digest", None))}
+    return {"rule": SPLIT_RULE, "digests": {t: v for t, v in digests.items() if v is not None}}
+
+
 def _open_run(out: Path, net: Network, source: Network, trainer: Trainer, state: dict | None,
-              growth: Growth | None, cpu: CpuThreads | None) -> int:
+              growth: Growth | None, splits: dict[str, Any], cpu: CpuThreads | None) -> int:
     """Start the run directory (spec, init.pt) or restore the trainer from last.pt; the epochs done."""
     paths, cfg = run_paths(out), trainer.cfg
     # How this session computes: a CPU run's sums depend on the thread count, a fused step on its forward.
@@ -110,18 +120,20 @@ def _open_run(out: Path, net: Network, source: Network, trainer: Trainer, state:
         "partc_version": _version(), "network": net.name, "spec_hash": net.spec_hash, "spec_file": str(source.file),
         "mode": cfg.mode, "device": str(trainer.runtime.device), "epochs": cfg.epochs, "batch": cfg.batch,
         "seed": cfg.seed, "no_sharing": source is not net, "config": cfg.to_dict(),
-        "steps_per_epoch": trainer.steps, "task_batch": trainer.batch_sizes, **compute,
+        "steps_per_epoch": trainer.steps, "task_batch": trainer.batch_sizes, "splits": splits, **compute,
     }
     if source is not net:
         info.update(source_network=source.name, source_spec_hash=source.spec_hash)
     if growth is not None:
         info["extend"] = growth.to_dict()
     if state is not None:
+        recorded = require_info(out)
+        _check_same_splits(out, recorded.get("splits"), splits)
         trainer.load_state_dict(state, str(paths["last"]))
         start = int(state["epoch"])
         keep_metrics_until(out, start)
         remove_temp_files(out)
-        info = {**require_info(out), "epochs": cfg.epochs, "device": str(trainer.runtime.device), **compute}
+        info = {**recorded, "epochs": cfg.epochs, "device": str(trainer.runtime.device), **compute}
     else:
         start = 0
         out.mkdir(parents=True, exist_ok=True)
@@ -196,11 +208,26 @@ def _resume_checkpoint(out: Path, net: Network, no_sharing: bool) -> dict:
     return load_checkpoint(run_paths(out)["last"], net)
 
 
-def _resume_config(state: dict, epochs: int | None, mode: str | None, where: Path) -> TrainConfig:
+def _check_same_splits(out: Path, recorded: Any, now: dict[str, Any]) -> None:
+    """A resumed run must train and test on the samples it started with."""
+    if not isinstance(recorded, dict):
+        raise TrainError(f"run '{out}' was trained before partc split data by sample: resuming it would change "
+                         "its train/val/test samples mid-run", hint="start a new run (its splits are by sample)")
+    before = recorded.get("digests") or {}
+    changed = sorted(t for t, d in now["digests"].items() if t in before and before[t] != d)
+    if changed:
+        raise TrainError(f"the data of task(s) {', '.join(changed)} split into other samples than when run '{out}' "
+                         "started (the data changed)", hint="resume with the data the run started with, or start a new run")
+
+
+def _resume_config(state: dict, epochs: int | None, mode: str | None, seed: int | None, where: Path) -> TrainConfig:
     cfg = TrainConfig.from_dict(state["config"])
     if mode is not None and mode != cfg.mode:
         raise TrainError(f"the run was trained in {cfg.mode} mode; it cannot resume in {mode} mode",
                          hint=f"drop --mode, or start a new run with --mode {mode}")
+    if seed is not None and seed != cfg.seed:
+        raise TrainError(f"the run was trained with seed {cfg.seed}; it cannot resume with seed {seed}",
+                         hint=f"resume it with seed {cfg.seed}, or train seed {seed} into another --out")
     if epochs is not None:
         if epochs < int(state["epoch"]):
             raise TrainError(f"--epochs {epochs} is fewer than the {state['epoch']} epochs '{where}' already has")
