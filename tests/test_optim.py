@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from partc.train import optim
 
@@ -85,3 +87,25 @@ def test_wrong_checkpoint_is_refused_and_empty_parameters_too():
         opt.load_state_dict(other.state_dict())
     with pytest.raises(ValueError, match="empty parameter list"):
         optim.SGD([], lr=0.1)
+
+
+UNIT = st.floats(0.0, 0.999)
+ADAM_ARGS = st.fixed_dictionaries({"lr": st.floats(1e-5, 1.0), "betas": st.tuples(UNIT, UNIT),
+                                   "eps": st.floats(1e-10, 1e-2), "weight_decay": st.floats(0.0, 1.0)})
+SGD_ARGS = st.fixed_dictionaries({"lr": st.floats(1e-5, 1.0), "momentum": st.floats(0.0, 0.99),
+                                  "dampening": st.floats(0.0, 0.9), "weight_decay": st.floats(0.0, 1.0),
+                                  "nesterov": st.booleans()})
+EVERY_CALL = st.one_of(st.tuples(st.sampled_from(["adam", "adamw"]), ADAM_ARGS), st.tuples(st.just("sgd"), SGD_ARGS))
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(EVERY_CALL)
+def test_any_arguments_a_spec_can_give_train_the_same_weights_as_torch(call):
+    """Every argument partc.train.settings allows (values in its ranges, beta 0 included), any mix of them."""
+    name, kwargs = call
+    if kwargs.get("nesterov"):  # torch refuses nesterov without momentum or with dampening; so does partc
+        kwargs = {**kwargs, "momentum": max(kwargs["momentum"], 0.1), "dampening": 0.0}
+    ours, theirs = parameters(2), parameters(2)
+    run(optim.OPTIMIZERS[name](ours, **kwargs), ours, range(5))
+    run(TORCH[name](theirs, **kwargs), theirs, range(5))
+    assert_same(ours, theirs)
