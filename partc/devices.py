@@ -45,12 +45,17 @@ def cpu_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-# With more than one thread, OpenMP's worker threads wait between parallel regions by spinning
-# (libgomp's default: up to 300,000 turns, then sleep) or sleeping. On a core that other processes
-# also want, a spinning thread steals the time its partner needs, and every region waits for the
-# slowest thread: a 2-thread training step ran 5-15x slower at load 5-8 on 2 cores.
+# How OpenMP's worker threads wait between parallel regions (each torch CPU op is one): PASSIVE
+# sleeps, ACTIVE spins, unset (libgomp's default) spins a while, then sleeps. Measured side by side
+# on 2 shared cores (bench/cpu_threads.py, docs/BENCHMARKS.md): with other processes wanting the
+# cores, spinning made a 2-thread training step 5-13x slower than one thread, sleeping 3x; sleeping
+# costs most where ops are short, which is where partc trains with one thread (`SMALL_LAYER_BYTES`).
 WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+# A network whose layers see less than this per call (float32 activation of one task's batch at its
+# convolutions and linear layers, `partc.train.step.activation_bytes`) trains with one thread: its
+# ops are too short for a second thread to pay for waking it (split_digits, digit_domains: 185 KiB).
+SMALL_LAYER_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ class CpuThreads:
     """The CPU thread settings of a process and why (recorded in a run's run.json)."""
 
     threads: int
-    chosen_by: str  # "--threads", "OMP_NUM_THREADS", "the run's own (resumed)", or the load that decided it
+    chosen_by: str  # "--threads", "OMP_NUM_THREADS", "the run's own (resumed)", or the rule that decided it
     wait: str  # the OpenMP wait settings in force, e.g. "OMP_WAIT_POLICY=PASSIVE (set by partc)"
 
     def to_dict(self) -> dict:
@@ -72,26 +77,30 @@ class CpuThreads:
         return cls(torch.get_num_threads(), chosen_by, _wait_text() or "OpenMP's default")
 
 
-def choose_threads(requested: int | None = None, *, chosen_by: str = "--threads",
-                   load: float | None = None, cpus: int | None = None) -> tuple[int, str]:
-    """(threads, why): `requested` when given, else OMP_NUM_THREADS when the user set it, else one
-    thread per CPU that other processes leave idle (the CPUs this process may use minus the
-    1-minute load average, rounded), at least one.
+def choose_threads(requested: int | None = None, *, chosen_by: str = "--threads", cpus: int | None = None,
+                   processes: int | None = None, layer_bytes: float | None = None) -> tuple[int, str]:
+    """(threads, why): `requested` when given, else OMP_NUM_THREADS when the user set it, else one thread
+    for a network of small layers (`layer_bytes` < `SMALL_LAYER_BYTES`), else the CPUs this process
+    may use, shared out among the processes torchrun starts on this machine (LOCAL_WORLD_SIZE).
 
-    Thread count changes a CPU run's floating-point sums, so a run records it and resumes with it.
+    Never the load: the thread count changes a CPU run's floating-point sums, and the same command
+    should train the same weights whatever else the machine is doing (a run records its count and
+    resumes with it).
     """
     if requested is not None:
         return requested, chosen_by
     from_env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if from_env.isdigit() and int(from_env) > 0:
         return int(from_env), "OMP_NUM_THREADS"
+    if layer_bytes is not None and layer_bytes < SMALL_LAYER_BYTES:
+        return 1, f"small layers ({layer_bytes / 1024:.0f} KiB per task and call < {SMALL_LAYER_BYTES // 1024} KiB)"
     cpus = cpu_threads() if cpus is None else cpus
-    if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):  # no load average here (Windows): take the CPUs as free
-            load = 0.0
-    return max(1, min(cpus, round(cpus - load))), f"load {load:.1f} on {cpus} CPUs"
+    if processes is None:
+        local = os.environ.get("LOCAL_WORLD_SIZE", "").strip()
+        processes = int(local) if local.isdigit() and int(local) > 0 else 1
+    if processes > 1:
+        return max(1, cpus // processes), f"{cpus} CPUs shared by {processes} processes (LOCAL_WORLD_SIZE)"
+    return cpus, f"the {cpus} CPUs this process may use"
 
 
 _wait_in_force: list[str] = []  # what the first set_wait_policy() found or set, for later callers
@@ -104,7 +113,7 @@ def set_wait_policy() -> str:
         if "torch" in sys.modules:
             text = (_wait_text() or "OpenMP's default") + " (torch was imported before partc could set it)"
         elif any(k in os.environ for k in WAIT_VARIABLES):
-            text = _wait_text()
+            text = _wait_text() + " (the user's)"
         else:
             os.environ.update(WAIT_POLICY)
             text = _wait_text() + " (set by partc)"
@@ -116,10 +125,11 @@ def _wait_text() -> str:
     return " ".join(f"{k}={os.environ[k]}" for k in WAIT_VARIABLES if k in os.environ)
 
 
-def configure_cpu(requested: int | None = None, *, chosen_by: str = "--threads") -> CpuThreads:
+def configure_cpu(requested: int | None = None, *, chosen_by: str = "--threads",
+                  layer_bytes: float | None = None) -> CpuThreads:
     """The wait policy, then torch's thread count (`choose_threads`) for this process."""
     wait = set_wait_policy()
-    threads, why = choose_threads(requested, chosen_by=chosen_by)
+    threads, why = choose_threads(requested, chosen_by=chosen_by, layer_bytes=layer_bytes)
     import torch
 
     torch.set_num_threads(threads)

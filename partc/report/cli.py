@@ -17,12 +17,11 @@ from partc.devices import DEVICE_CHOICES
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import torch
+    from partc.devices import configure_cpu
 
-    from partc.devices import cpu_threads
+    configure_cpu()  # as `partc train`, before torch is imported: threads and OpenMP wait policy
     from partc.report import build_report
 
-    torch.set_num_threads(cpu_threads())  # as `partc train`: the CPUs this process may use
     start = time.perf_counter()
     report = build_report(args.run_dir, args.output, baseline=args.baseline, data_root=args.data_root,
                           probe_size=args.probe_size, device=args.device)

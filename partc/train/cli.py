@@ -9,13 +9,13 @@ from partc.argtypes import int_at_least
 from partc.devices import DEVICE_CHOICES
 
 
-def prepare_torch(threads: int | None, resume_dir: Path | None = None):
-    """CPU threads for a training process (`partc.devices.configure_cpu`): --threads when given, else a
-    resumed run's own count (the thread count changes a CPU run's sums: resuming with it stays
-    bit-identical), else one per idle CPU. The OpenMP wait policy is set before torch is imported."""
-    from partc.devices import configure_cpu, set_wait_policy
+def prepare_torch(threads: int | None, net, resume_dir: Path | None = None):
+    """CPU threads for a training process (`partc.devices.configure_cpu`), before torch is first imported:
+    --threads when given, else a resumed run's own count (the thread count changes a CPU run's sums:
+    resuming with it stays bit-identical), else partc's default for `net` (`partc.devices.choose_threads`)."""
+    from partc.devices import configure_cpu
+    from partc.train.step import spec_layer_bytes
 
-    set_wait_policy()  # before anything below imports torch
     if threads is None and resume_dir is not None:
         from partc.run import read_info
 
@@ -23,34 +23,35 @@ def prepare_torch(threads: int | None, resume_dir: Path | None = None):
         recorded = recorded.get("threads") if isinstance(recorded, dict) else None
         if isinstance(recorded, int) and recorded > 0:
             return configure_cpu(recorded, chosen_by="the run's own (resumed)")
-    return configure_cpu(threads)
+    return configure_cpu(threads, layer_bytes=spec_layer_bytes(net))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from partc.devices import set_wait_policy
-
-    set_wait_policy()  # the runner imports torch, and the run directory must be known to pick threads
     from partc.spec import load
-    from partc.train.runner import run_dir, train
+    from partc.train.nosharing import run_dir
 
-    net = load(args.spec)
-    out = run_dir(net, args.out, args.no_sharing)
+    net = load(args.spec)  # torch-free, as is everything above `prepare_torch`
     if args.seeds is not None:
+        cpu = prepare_torch(args.threads, net)
         from partc.train.seeds import train_group
 
-        cpu = prepare_torch(args.threads)
         train_group(net, args.out, args.seeds, device=args.device, resume=args.resume, epochs=args.epochs,
                     mode=args.mode, data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing, cpu=cpu)
         return 0
-    cpu = prepare_torch(args.threads, out if args.resume else None)
+    out = run_dir(net, args.out, args.no_sharing)
+    cpu = prepare_torch(args.threads, net, out if args.resume else None)
+    from partc.train import train
+
     results = train(net, out, device=args.device, resume=args.resume, epochs=args.epochs, mode=args.mode,
                     data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing, cpu=cpu)
     return 0 if results is not None else 1
 
 
 def cmd_extend(args: argparse.Namespace) -> int:
+    from partc.spec import load
+
     single = args.seeds is None and args.resume
-    cpu = prepare_torch(args.threads, Path(args.out) if single else None)
+    cpu = prepare_torch(args.threads, load(args.spec), Path(args.out) if single else None)
     from partc.train.extend import extend, extend_group
 
     options = dict(epochs=args.epochs, device=args.device, mode=args.mode, data_root=args.data_root, quiet=args.quiet,
@@ -92,8 +93,8 @@ def register(subparsers) -> None:
                    help="a seed group: one run per train seed into OUT/seed-N (same network, paths and data splits; "
                         "initial weights, data order and augmentation vary), marked by OUT/group.json")
     p.add_argument("--threads", type=int_at_least(1),
-                   help="CPU threads for torch (default: one per CPU other processes leave idle; with --resume, "
-                        "the run's own)")
+                   help="CPU threads for torch (default: the CPUs this process may use; with --resume, the run's "
+                        "own)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, epoch lines or results table")
     p.set_defaults(func=cmd_train)
 

@@ -37,21 +37,13 @@ from partc.run import (
 )
 from partc.train.config import TrainConfig, resolve_config
 from partc.train.device import Runtime, pick_device
+from partc.train.nosharing import run_dir
 from partc.train.progress import Progress
 from partc.train.results import best_mean_val_epoch, build_results, results_table
 from partc.train.session import Trainer, check_data
 from partc.version import __version__
 
 KEEP_EPOCH_CHECKPOINTS = 3  # plus init.pt, last.pt and the epoch with the best mean val top-1
-
-
-def run_dir(net: Network, out_dir: str | Path | None = None, no_sharing: bool = False) -> Path:
-    """Where `train` writes: `out_dir`, else runs/<network> (runs/<network>_nosharing for the baseline)."""
-    if out_dir is not None:
-        return Path(out_dir)
-    from partc.train.nosharing import SUFFIX
-
-    return Path("runs") / (net.name + (SUFFIX if no_sharing else ""))
 
 
 def train(net: Network, out_dir: str | Path | None = None, *, device: str = "auto", resume: bool = False,

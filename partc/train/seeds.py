@@ -54,8 +54,8 @@ def train_group(net: Network, out_dir: str | Path | None, seeds: list[int], *, r
                 **options: Any) -> dict[int, dict]:
     """Train `net` once per seed into out_dir/seed-N; `options` go to `partc.train.train` (device, epochs, mode)."""
     from partc.data.load import load_all
-    from partc.train.nosharing import SUFFIX
-    from partc.train.runner import run_dir, train
+    from partc.train.nosharing import SUFFIX, run_dir
+    from partc.train.runner import train
 
     out = run_dir(net, out_dir, no_sharing)
     about = {"network": net.name + (SUFFIX if no_sharing else ""), "source_network": net.name,

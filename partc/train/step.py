@@ -33,6 +33,7 @@ from math import prod
 from partc.ir import Network
 from partc.layers import PRIMITIVES
 from partc.train.flops import layer_macs, route_layers
+from partc.train.settings import setting_value
 
 FUSED_STEPS = ("forward_all", "per_task")
 PER_TASK_BYTES = 96 * 1024  # float32 activation of one task's batch at one layer (see the docstring)
@@ -73,3 +74,10 @@ def activation_bytes(net: Network, batch_sizes: dict[str, int]) -> float:
                 total += macs
     return weighted / total if total else 0.0
 
+
+
+def spec_layer_bytes(net: Network) -> float:
+    """`activation_bytes` with every task at the spec's batch size: what a training process knows
+    before its data is loaded, and all `partc.devices.choose_threads` needs to pick a thread count."""
+    batch = setting_value(net.train, "batch")
+    return activation_bytes(net, {t: batch for t in net.tasks})
