@@ -6,7 +6,8 @@ Every run is a fresh process, so each figure includes start-up (imports,
 data, compile) as a user sees it. Variants:
 
   partc            `python -m partc train SPEC -q` as a user runs it (no thread flags, no OMP_* variables)
-  partc-1          the same with --threads 1
+  partc-N          the same with --threads N (partc-N-active|-passive: and that OMP_WAIT_POLICY)
+  baseline         `partc train` of another partc tree (--baseline DIR, e.g. main's), as `partc`
   plain-N          a plain loop with N torch threads and OpenMP's default wait policy
   plain-N-active   ... with OMP_WAIT_POLICY=ACTIVE (threads spin between parallel regions)
   plain-N-passive  ... with OMP_WAIT_POLICY=PASSIVE (threads sleep)
@@ -103,25 +104,28 @@ def plain_loop(spec: str, threads: int) -> dict:
     return {"train_s": train_s, "eval_s": eval_s}
 
 
-def variant_command(variant: str, spec: str, out: Path) -> tuple[list[str], dict[str, str]]:
+def variant_command(variant: str, spec: str, out: Path, baseline: Path | None) -> tuple[list[str], dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    if variant.startswith("partc"):
-        cmd = [sys.executable, "-m", "partc", "train", spec, "--out", str(out), "-q"]
-        return cmd + (["--threads", variant.split("-")[1]] if "-" in variant else []), env
-    parts = variant.split("-")  # plain-N[-active|-passive]
+    env["PYTHONPATH"] = os.pathsep.join([str(baseline if variant == "baseline" else ROOT), env.get("PYTHONPATH", "")])
+    if variant == "baseline":
+        return [sys.executable, "-m", "partc", "train", spec, "--out", str(out), "-q"], env
+    parts = variant.split("-")  # partc[-N[-active|-passive]], plain-N[-active|-passive]
     if len(parts) == 3:
         env["OMP_WAIT_POLICY"] = parts[2].upper()
+    if variant.startswith("partc"):
+        cmd = [sys.executable, "-m", "partc", "train", spec, "--out", str(out), "-q"]
+        return cmd + (["--threads", parts[1]] if len(parts) > 1 else []), env
     return [sys.executable, __file__, "--child", "--spec", spec, "--threads", parts[1]], env
 
 
-def run_once(variant: str, spec: str) -> dict:
+def run_once(variant: str, spec: str, baseline: Path | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
-        cmd, env = variant_command(variant, spec, out)
+        cmd, env = variant_command(variant, spec, out, baseline)
         load = os.getloadavg()[0]
         began = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, cwd=baseline if variant == "baseline" else ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - began
         stdout, stderr = proc.stdout.read(), proc.stderr.read()
@@ -130,11 +134,12 @@ def run_once(variant: str, spec: str) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"{variant} failed ({proc.returncode}): {stderr[-2000:]}")
         result = {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mib": usage.ru_maxrss / 1024, "load": load}
-        if variant.startswith("partc"):
+        if variant.startswith("partc") or variant == "baseline":
             rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
             result["train_s"] = sum({r["epoch"]: r["time_s"] for r in rows if r["split"] == "train"}.values())
             info = json.loads((out / "run.json").read_text())
-            result["chose"] = (f"{info['cpu']['threads']} thread(s) ({info['cpu']['chosen_by']}), "
+            if "cpu" in info:
+                result["chose"] = (f"{info['cpu']['threads']} thread(s) ({info['cpu']['chosen_by']}), "
                                f"{info['fused_step']['forward']}")
         else:
             result.update(json.loads(stdout.strip().splitlines()[-1]))
@@ -147,6 +152,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--variants", help="comma separated (default: partc,partc-1 and plain-N[-active|-passive] "
                                       "for N = 1 and the CPUs this process may use)")
+    p.add_argument("--baseline", type=Path, help="another partc tree (e.g. `git archive main`): adds variant baseline")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -156,7 +162,7 @@ def main(argv=None) -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     default = ["partc", "partc-1", "plain-1"] + ([f"plain-{cpus}", f"plain-{cpus}-active", f"plain-{cpus}-passive"]
                                                  if cpus > 1 else [])
-    variants = args.variants.split(",") if args.variants else default
+    variants = args.variants.split(",") if args.variants else default + (["baseline"] if args.baseline else [])
     print(f"# train_defaults: {Path(args.spec).name}, {args.rounds} rounds, variants in rotating order")
     print(f"# machine: {platform.platform()}, {platform.processor() or platform.machine()}, {cpus} CPUs, "
           f"Python {platform.python_version()}")
@@ -164,7 +170,7 @@ def main(argv=None) -> int:
     for r in range(args.rounds):
         order = variants[r % len(variants):] + variants[: r % len(variants)]
         for variant in order:
-            res = run_once(variant, args.spec)
+            res = run_once(variant, args.spec, args.baseline)
             results[variant].append(res)
             print(f"# round {r + 1} {variant}: {res['wall']:.1f} s wall, {res['cpu']:.1f} s CPU, load {res['load']:.1f}"
                   + (f", chose {res['chose']}" if "chose" in res else ""), flush=True)

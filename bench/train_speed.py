@@ -1,22 +1,33 @@
 """Training throughput of the PaRT network: the reference way against partc's fused step.
 
     python bench/train_speed.py                      # on the GPU when there is one (10 tasks x batch 16 and 64)
-    python bench/train_speed.py --device cpu --levels-scale small --batches 2 --steps 2   # CPU smoke run
+    python bench/train_speed.py --device cpu --levels-scale small --batches 8 --rounds 7 --steps 5   # CPU
 
 Synthetic 32x32 data already on the device, one pool of batches per task.
 Variants (each on a fresh model with the same initial weights):
 
-  reference      one task's batch at a time (model(x, task=t)), that task's own Adam, eager fp32:
-                 what the PaRT reference code does
-  fused-fp32     partc fused mode: forward_all over every task's batch, one Adam, eager fp32
-  fused-bf16     + bf16 autocast, channels_last, fused Adam (what `partc train` does on CUDA)
-  fused-compile  + torch.compile of forward and loss (--compile-mode: default, or e.g.
-                 max-autotune-no-cudagraphs, which autotunes every conv shape: many minutes)
-  fused-graph    + the whole step (forward, backward, Adam) captured as one CUDA graph
+  reference       one task's batch at a time (model(x, task=t)), that task's own Adam, eager fp32:
+                  what the PaRT reference code does
+  fused-fp32      partc fused mode: forward_all over every task's batch, one Adam, eager fp32
+  fused-per-task  the same step with one forward per task (PartModel.forward_tasks), what partc's
+                  CPU trainer runs where it is faster (partc.train.step)
+  fused-bf16      + bf16 autocast, channels_last, fused Adam (what `partc train` does on CUDA)
+  fused-compile   + torch.compile of forward and loss (--compile-mode: default, or e.g.
+                  max-autotune-no-cudagraphs, which autotunes every conv shape: many minutes)
+  fused-graph     + the whole step (forward, backward, Adam) captured as one CUDA graph
 
-images/s counts the images of all tasks; MFU is model FLOPs (conv and linear multiply-adds x2,
-x3 for a training step, counted from the IR per task path) per second over the rate of a large
-bf16 matrix product timed in the same run (fp32 on CPU). Peak memory: torch.cuda.max_memory_allocated.
+Every variant is built and warmed up first; then --rounds rounds each time
+--steps steps of every variant, the order rotating round by round, and a
+short matrix product is timed just before each variant's steps (its FLOP/s
+is the peak that variant's MFU is read against: on a shared machine the
+peak moves with the load). A figure is the median over rounds, with the
+min..max spread beside it. images/s counts the images of all tasks; MFU is
+model FLOPs (conv and linear multiply-adds x2, x3 for a training step,
+counted from the IR per task path) per second over that peak (bf16 on CUDA,
+fp32 on CPU). Peak memory: torch.cuda.max_memory_allocated above what was
+allocated before the variant was built. The CPU threads are what `partc
+train` would choose for the first batch size (`partc.devices.configure_cpu`,
+printed) unless --threads is given.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import gc
 import os
 import platform
 import re
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -33,15 +45,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from partc.devices import configure_cpu, set_wait_policy  # noqa: E402
+
+set_wait_policy()  # before torch is imported, as `partc train` does
+
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import partc  # noqa: E402
 from partc.train import fast  # noqa: E402
 from partc.train.flops import task_train_flops  # noqa: E402
+from partc.train.step import activation_bytes  # noqa: E402
 
 CUDA_VARIANTS = ["reference", "fused-fp32", "fused-bf16", "fused-compile", "fused-graph"]
-CPU_VARIANTS = ["reference", "fused-fp32"]
+CPU_VARIANTS = ["reference", "fused-fp32", "fused-per-task"]
 POOL = 4  # distinct batches per task, cycled
 
 
@@ -111,8 +128,10 @@ def make_step(variant: str, net, device, pools, compile_mode: str = "default"):
             graphed({t: pools[t][i % POOL] for t in tasks})
         return model, step
 
+    forward = model.forward_tasks if variant == "fused-per-task" else model.forward_all
+
     def loss_of(xs, ys):
-        logits = model.forward_all(xs)
+        logits = forward(xs)
         return sum(F.cross_entropy(logits[t].float(), ys[t]) for t in tasks)
 
     model.forward_all({t: pools[t][0][0] for t in tasks})  # cache the row plan before any tracing
@@ -130,33 +149,48 @@ def make_step(variant: str, net, device, pools, compile_mode: str = "default"):
     return model, step
 
 
-def measure(variant, net, device, batch, steps, warmup, compile_mode="default") -> dict:
+def measure(variants, net, device, batch, steps, warmup, rounds, compile_mode="default") -> dict:
+    """{variant: {"images_s": [per round], "peak": [FLOP/s per round], "peak_mib"} | {"error": text}}."""
     pools = synthetic_pool(net, batch, device)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    model, step = make_step(variant, net, device, pools, compile_mode)
-    for i in range(warmup):
-        step(i)
-    sync(device)
-    began = time.perf_counter()
-    for i in range(steps):
-        step(i)
-    sync(device)
-    seconds = time.perf_counter() - began
-    images = steps * batch * len(net.tasks)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
-    del model, step
+    built, results = {}, {}
+    for variant in variants:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated() if device.type == "cuda" else 0
+        try:
+            model, step = make_step(variant, net, device, pools, compile_mode)
+            for i in range(max(1, warmup)):
+                step(i)
+            sync(device)
+        except Exception as e:  # a variant that cannot run here (no compiler, no CUDA) is reported, not fatal
+            results[variant] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''}"}
+            continue
+        built[variant] = (model, step)
+        peak_mib = (torch.cuda.max_memory_allocated() - before) / 2**20 if device.type == "cuda" else None
+        results[variant] = {"images_s": [], "peak": [], "peak_mib": peak_mib}
+    names = list(built)
+    for r in range(rounds):
+        for variant in names[r % len(names):] + names[: r % len(names)]:
+            results[variant]["peak"].append(matmul_rate(device, quick=True)[0])
+            step = built[variant][1]
+            sync(device)
+            began = time.perf_counter()
+            for i in range(steps):
+                step(i)
+            sync(device)
+            results[variant]["images_s"].append(steps * batch * len(net.tasks) / (time.perf_counter() - began))
+    built.clear()
     gc.collect()
-    return {"images_s": images / seconds, "peak_mib": peak}
+    return results
 
 
-def matmul_rate(device) -> tuple[float, str]:
-    """FLOP/s of a large matrix product: bf16 8192^3 on CUDA, fp32 2048^3 on CPU."""
-    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (2048, torch.float32)
+def matmul_rate(device, quick: bool = False) -> tuple[float, str]:
+    """FLOP/s of a large matrix product: bf16 8192^3 on CUDA, fp32 2048^3 (quick: 1024^3) on CPU."""
+    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024 if quick else 2048, torch.float32)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
+    for _ in range(1 if quick else 3):
         a @ b
     sync(device)
     reps = 20 if device.type == "cuda" else 3
@@ -167,10 +201,16 @@ def matmul_rate(device) -> tuple[float, str]:
     return 2 * n**3 * reps / (time.perf_counter() - began), f"{'bf16' if dtype == torch.bfloat16 else 'fp32'} {n}^3"
 
 
+def spread(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    """'median (min..max)' of `values` times `scale`."""
+    v = sorted(x * scale for x in values)
+    return f"{statistics.median(v):.{digits}f} ({v[0]:.{digits}f}..{v[-1]:.{digits}f})"
+
+
 def machine(device) -> str:
     gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     return (f"{platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-            f"torch {torch.__version__}, torch threads {torch.get_num_threads()}{gpu}")
+            f"torch {torch.__version__}{gpu}")
 
 
 def main(argv=None) -> int:
@@ -180,8 +220,11 @@ def main(argv=None) -> int:
     p.add_argument("--levels-scale", choices=["full", "small"], default="full",
                    help="small: every segment width / 16 (a CPU smoke run)")
     p.add_argument("--batches", default="16,64", help="per-task batch sizes, comma separated")
-    p.add_argument("--steps", type=int, default=30, help="timed steps (a step = one batch of every task)")
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per variant and round (a step = one batch "
+                                                          "of every task)")
+    p.add_argument("--rounds", type=int, default=7, help="rounds; the figures are medians over them")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, help="CPU threads (default: partc's, as `partc train` chooses)")
     p.add_argument("--variants", help=f"comma separated (default on CUDA: {','.join(CUDA_VARIANTS)}; "
                                       f"on CPU: {','.join(CPU_VARIANTS)})")
     p.add_argument("--compile-mode", default="default",
@@ -194,30 +237,34 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # for every variant, the reference included (it only helps it)
     net = load_network(Path(args.spec), args.levels_scale)
+    batches = [int(b) for b in args.batches.split(",")]
+    layer_bytes = activation_bytes(net, {t: batches[0] for t in net.tasks})  # as `partc train` at that batch
+    cpu = configure_cpu(args.threads, layer_bytes=layer_bytes) if device.type == "cpu" else None
     flops = sum(task_train_flops(net, t) for t in net.tasks) / len(net.tasks)  # per training image
-    peak, peak_what = matmul_rate(device)
 
-    print(f"# train_speed: {net.name} ({args.levels_scale}), {len(net.tasks)} tasks, device {device}")
-    print(f"# machine: {machine(device)}")
-    print(f"# model FLOPs per training image (mean task path, x3 forward): {flops / 1e9:.3f} GFLOP; "
-          f"{peak_what} matmul: {peak / 1e12:.2f} TFLOP/s")
-    print("| batch/task | variant | images/s | vs reference | MFU | peak memory |")
-    print("|---:|---|---:|---:|---:|---:|")
-    for batch in [int(b) for b in args.batches.split(",")]:
-        reference = None
-        for variant in variants:
-            try:
-                r = measure(variant, net, device, batch, args.steps, args.warmup, args.compile_mode)
-            except Exception as e:  # a variant that cannot run here (no compiler, no CUDA) is reported, not fatal
-                print(f"| {batch} | {variant} | failed: {type(e).__name__}: {str(e).splitlines()[0][:80]} | | | |")
+    print(f"# train_speed: {net.name} ({args.levels_scale}), {len(net.tasks)} tasks, device {device}, "
+          f"{args.rounds} rounds x {args.steps} steps per variant, order rotating")
+    print(f"# machine: {machine(device)}; load average {os.getloadavg()[0]:.1f}")
+    if cpu is not None:
+        print(f"# threads: torch {torch.get_num_threads()} ({cpu.chosen_by}), interop {torch.get_num_interop_threads()}"
+              f", {cpu.wait}")
+    print(f"# model FLOPs per training image (mean task path, x3 forward): {flops / 1e9:.3f} GFLOP")
+    print("| batch/task | variant | images/s, median (min..max) | vs reference | matmul TFLOP/s beside it | MFU "
+          "| peak memory |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for batch in batches:
+        results = measure(variants, net, device, batch, args.steps, args.warmup, args.rounds, args.compile_mode)
+        reference = results.get("reference", {}).get("images_s")
+        for variant, r in results.items():
+            if "error" in r:
+                print(f"| {batch} | {variant} | failed: {r['error']} | | | | |")
                 continue
-            if variant == "reference":
-                reference = r["images_s"]
-            ratio = f"{r['images_s'] / reference:.2f}x" if reference else "-"
-            mfu = r["images_s"] * flops / peak
+            ratio = (f"{statistics.median(r['images_s']) / statistics.median(reference):.2f}x" if reference else "-")
+            mfu = [ips * flops / peak for ips, peak in zip(r["images_s"], r["peak"])]
             memory = f"{r['peak_mib']:.0f} MiB" if r["peak_mib"] is not None else "-"
-            print(f"| {batch} | {variant} | {r['images_s']:.1f} | {ratio} | {100 * mfu:.2f}% | {memory} |",
-                  flush=True)
+            print(f"| {batch} | {variant} | {spread(r['images_s'])} | {ratio} | {spread(r['peak'], 1e-12, 3)} | "
+                  f"{spread(mfu, 100, 2)}% | {memory} |", flush=True)
+    print(f"# load average after: {os.getloadavg()[0]:.1f}")
     return 0
 
 

@@ -441,7 +441,7 @@ def test_benchmark_smoke_run_on_cpu(capsys):
     spec = importlib.util.spec_from_file_location("train_speed", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    assert bench.main(["--device", "cpu", "--levels-scale", "small", "--batches", "2", "--steps", "1",
+    assert bench.main(["--device", "cpu", "--levels-scale", "small", "--batches", "2", "--steps", "1", "--rounds", "2",
                        "--warmup", "0"]) == 0
     out = capsys.readouterr().out
     assert "# machine:" in out and "| 2 | reference |" in out and "| 2 | fused-fp32 |" in out
