@@ -77,15 +77,17 @@ class TaskData:
         """A black pixel after normalisation: what augmentation pads with."""
         return [(0.0 - m) / s for m, s in zip(self.mean, self.std, strict=True)]
 
-    def augment_batch(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def augment_batch(self, x: torch.Tensor, generator: torch.Generator,
+                      part: tuple[int, int] | None = None) -> torch.Tensor:
         """Random crop (padding 4), horizontal flip, then random perspective when asked; see `partc.data.augment`.
 
         The paper's order (torchvision's RandomCrop, RandomHorizontalFlip,
-        RandomPerspective); every draw comes from `generator`.
+        RandomPerspective); every draw comes from `generator`. `part` (start, total): x is rows
+        start.. of a batch of `total`, augmented as they would be in the whole batch (distributed training).
         """
-        out = _augment_batch(x, generator, fill=self.pad_value)
+        out = _augment_batch(x, generator, fill=self.pad_value, part=part)
         if self.perspective > 0:
-            out = _perspective_batch(out, generator, self.perspective, p=PERSPECTIVE_P, fill=self.pad_value)
+            out = _perspective_batch(out, generator, self.perspective, p=PERSPECTIVE_P, fill=self.pad_value, part=part)
         return out
 
 

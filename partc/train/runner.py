@@ -25,6 +25,7 @@ from partc.run import (
     load_checkpoint,
     point_last,
     prune_checkpoints,
+    read_info,
     read_metrics,
     remove_temp_files,
     require_info,
@@ -35,7 +36,8 @@ from partc.run import (
     write_spec,
 )
 from partc.train.config import TrainConfig, resolve_config
-from partc.train.device import Runtime, pick_device
+from partc.train.device import Runtime
+from partc.train.distributed import DEFAULT_TIMEOUT_S, World, code_fingerprint, joined
 from partc.train.progress import Progress
 from partc.train.results import best_mean_val_epoch, build_results, results_table
 from partc.train.session import Trainer, check_data
@@ -47,29 +49,65 @@ KEEP_EPOCH_CHECKPOINTS = 3  # plus init.pt, last.pt and the epoch with the best 
 def train(net: Network, out_dir: str | Path | None = None, *, device: str = "auto", resume: bool = False,
           epochs: int | None = None, mode: str | None = None, data_root: str | Path | None = None,
           quiet: bool = False, no_sharing: bool = False, data: dict[str, Any] | None = None,
-          growth: Growth | None = None, initial_state: dict[str, Any] | None = None) -> dict:
+          growth: Growth | None = None, initial_state: dict[str, Any] | None = None,
+          world: World | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict:
     """Train every task of `net` into `out_dir` (default runs/<network>); the final results.
 
     `no_sharing` trains the spec's no-sharing baseline instead (`partc.train.nosharing`).
     `data` ({task: TaskData}) skips loading, for tests and benchmarks.
     `growth` and `initial_state` come from `partc.train.extend`: train only the new tasks, over the base
     run's weights, with the base tasks' modules frozen; a resumed extension finds them in run.json.
+    Under torchrun the processes train one run together (`partc.train.distributed`; `world`, when the
+    caller joined it already); every rank returns the results.
     """
+    if world is None:
+        with joined(device, timeout_s) as world:
+            return train(net, out_dir, device=device, resume=resume, epochs=epochs, mode=mode, data_root=data_root,
+                         quiet=quiet, no_sharing=no_sharing, data=data, growth=growth, initial_state=initial_state,
+                         world=world)
     source = net
     if no_sharing:
         from partc.train.nosharing import unshare
 
         net = unshare(net)
     out = Path(out_dir) if out_dir is not None else Path("runs") / net.name
-    runtime = Runtime(pick_device(device))
+    quiet = quiet or not world.main
+    runtime = Runtime(world.device)
 
-    state = _resume_checkpoint(out, net, no_sharing) if resume else None
+    # Rank 0 reads the run directory; every rank gets its checkpoint (no shared file system needed).
+    opened = world.agreed(_read_run, out, net, no_sharing, resume, world,
+                          fingerprint={**code_fingerprint(), "spec hash": net.spec_hash})
+    state, recorded = world.broadcast(opened)
+    trainer = world.agreed(_prepare, out, net, state, recorded, epochs, mode, data_root, data, runtime, world,
+                           growth, initial_state)
+    world.agree(None, {"settings": trainer.cfg.to_dict(), "data": trainer.stats, "batches": trainer.batch_sizes})
+    start = _open_run(out, net, source, trainer, state, world)
+    _train_epochs(out, net, trainer, start, quiet)
+    results = _finish(out, net, trainer.cfg.epochs, no_sharing, quiet) if world.main else None
+    return world.broadcast(results)
+
+
+def _read_run(out: Path, net: Network, no_sharing: bool, resume: bool, world: World) -> tuple[dict | None, dict | None]:
+    """On rank 0: (last.pt, run.json's extension record) to resume from, or (None, None) for a new run."""
+    if not world.main:
+        return None, None
+    if not resume and _restarted_here(out, world):
+        resume = True  # torchrun --max-restarts started the group again: carry on from the last checkpoint
+    if not resume:
+        _refuse_existing(out)
+        return None, None
+    state = _resume_checkpoint(out, net, no_sharing)
+    return state, require_info(out).get("extend")
+
+
+def _prepare(out: Path, net: Network, state: dict | None, recorded: dict | None, epochs: int | None, mode: str | None,
+             data_root, data, runtime: Runtime, world: World, growth: Growth | None,
+             initial_state: dict | None) -> Trainer:
+    """Settings, data and the trainer (restored from `state` on resume): everything before the first write."""
     if state is not None:
         cfg = _resume_config(state, epochs, mode, run_paths(out)["last"])
-        recorded = require_info(out).get("extend")
         growth, initial_state = (Growth.from_dict(recorded) if recorded else None), None
     else:
-        _refuse_existing(out)
         cfg = resolve_config(net, epochs=epochs, mode=mode)
     if data is None:
         from partc.data.load import load_all
@@ -77,38 +115,46 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
         data = load_all(net, data_root=data_root)
     check_data(net, data)
     runtime.setup()
-    trainer = Trainer(net, cfg, runtime, data, growth=growth, initial_state=initial_state)
-    start = _open_run(out, net, source, trainer, state, growth)
-    _train_epochs(out, net, trainer, start, quiet)
-    return _finish(out, net, cfg.epochs, no_sharing, quiet)
+    trainer = Trainer(net, cfg, runtime, data, growth=growth, initial_state=initial_state, world=world)
+    if state is not None:
+        trainer.load_state_dict(state, str(run_paths(out)["last"]))
+    return trainer
 
 
-def _open_run(out: Path, net: Network, source: Network, trainer: Trainer, state: dict | None,
-              growth: Growth | None) -> int:
-    """Start the run directory (spec, init.pt) or restore the trainer from last.pt; the epochs done."""
-    paths, cfg = run_paths(out), trainer.cfg
+def _restarted_here(out: Path, world: World) -> bool:
+    """A group torchrun restarted (TORCHELASTIC_RESTART_COUNT > 0) over the run this launch started."""
+    if world.restart < 1 or world.launch_id is None or not run_paths(out)["info"].is_file():
+        return False
+    info, problems = read_info(out)
+    return not problems and info.get("launch_id") == world.launch_id
+
+
+def _open_run(out: Path, net: Network, source: Network, trainer: Trainer, state: dict | None, world: World) -> int:
+    """Rank 0 starts the run directory (spec, init.pt) or tidies it for a resume; the epochs done."""
+    paths, cfg, growth = run_paths(out), trainer.cfg, trainer.growth
+    start = int(state["epoch"]) if state is not None else 0
+    if not world.main:
+        return start
+    launch = {"world_size": world.size, "launch_id": world.launch_id}
+    if state is not None:
+        keep_metrics_until(out, start)
+        remove_temp_files(out)
+        write_info(out, {**require_info(out), "epochs": cfg.epochs, "device": str(trainer.runtime.device), **launch})
+        return start
     info = {
         "partc_version": _version(), "network": net.name, "spec_hash": net.spec_hash, "spec_file": str(source.file),
         "mode": cfg.mode, "device": str(trainer.runtime.device), "epochs": cfg.epochs, "batch": cfg.batch,
         "seed": cfg.seed, "no_sharing": source is not net, "config": cfg.to_dict(),
-        "steps_per_epoch": trainer.steps, "task_batch": trainer.batch_sizes,
+        "steps_per_epoch": trainer.steps, "task_batch": trainer.batch_sizes, **launch,
     }
     if source is not net:
         info.update(source_network=source.name, source_spec_hash=source.spec_hash)
     if growth is not None:
         info["extend"] = growth.to_dict()
-    if state is not None:
-        trainer.load_state_dict(state, str(paths["last"]))
-        start = int(state["epoch"])
-        keep_metrics_until(out, start)
-        remove_temp_files(out)
-        info = {**require_info(out), "epochs": cfg.epochs, "device": str(trainer.runtime.device)}
-    else:
-        start = 0
-        out.mkdir(parents=True, exist_ok=True)
-        write_spec(out, net.source)
-        save_checkpoint(paths["init"], _checkpoint(net, trainer, 0))
-        point_last(out, paths["init"])
+    out.mkdir(parents=True, exist_ok=True)
+    write_spec(out, net.source)
+    save_checkpoint(paths["init"], _checkpoint(net, trainer, 0))
+    point_last(out, paths["init"])
     write_info(out, info)
     return start
 
@@ -134,6 +180,8 @@ def _train_epochs(out: Path, net: Network, trainer: Trainer, start: int, quiet: 
                     for t, m in train_metrics.items()]
             for (t, split), m in _timed_eval(trainer).items():
                 rows.append({"epoch": epoch, "task": t, "split": split, **m})
+            if not trainer.world.main:
+                continue  # rank 0 alone writes the run directory
             append_metrics(out, rows)
             save_checkpoint(epoch_checkpoint(out, epoch), _checkpoint(net, trainer, epoch))
             point_last(out, epoch_checkpoint(out, epoch))
