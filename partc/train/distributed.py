@@ -14,12 +14,12 @@ world of one process, it trains as a single process and nothing here runs but `W
   augmentation draws for the whole batch too, so N processes see exactly the images one would.
   The loss is each rank's mean over its equal slice and DDP averages the gradients, so the step is
   the single-process step of the global batch, up to floating-point reduction order.
-- `replicate` wraps the model in DistributedDataParallel: fused mode uses every parameter on a route
-  every step (plain DDP, static graph; parameters on no route are left out); interleaved mode runs one
-  task's route per step, the same on every rank, so each task's route gets a DDP of its own
-  (`model.task(t)`): only the route's gradients cross the network, overlapped with the backward pass
-  (faster than one DDP with `find_unused_parameters` or an all-reduce of the route's gradients after
-  backward: bench/dist_speed.py).
+- `replicate`: fused mode uses every parameter on a route every step, so it runs under plain
+  DistributedDataParallel (static graph; parameters on no route are left out). Interleaved mode runs
+  one task's route per step, the same on every rank; that task's optimizer averages the route's
+  gradients in one all-reduce before it steps (a step pre-hook), so only the route crosses the network.
+  That measured faster than one DDP with `find_unused_parameters` (which reduces every parameter every
+  step) and than a DDP per route (bench/dist_speed.py, docs/BENCHMARKS.md).
 - Evaluation is sharded by whole batches of the single-process evaluation and the per-batch sums are
   summed on every rank in batch order: the figures equal a single-process evaluation exactly.
 - Rank 0 alone writes the run directory; on `--resume` it reads the checkpoint and broadcasts it, so
@@ -29,6 +29,7 @@ world of one process, it trains as a single process and nothing here runs but `W
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 from collections.abc import Iterator
@@ -261,6 +262,7 @@ def joined(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterat
         # threads sometimes aborted a finished worker: "terminate called without an active exception").
         torch.distributed.barrier()
     finally:
+        gc.collect()  # DDP reducers of the finished run still hold the group: free them while it exists
         torch.distributed.destroy_process_group()
 
 
@@ -282,7 +284,7 @@ def code_fingerprint() -> dict[str, str]:
 # ---- the replicated model --------------------------------------------------------------------------
 
 class _Entry(torch.nn.Module):
-    """One forward for DDP to wrap: the fused step (`batches` a dict) or one task's route."""
+    """The fused step as a module's forward, for DDP to wrap."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
@@ -292,38 +294,25 @@ class _Entry(torch.nn.Module):
         return self.model.forward_all(batches)
 
 
-class Replicated:
-    """A PartModel under DDP, called as the training loop calls the model itself (`forward_all`,
-    `model(x, task=t)`, `train()`); gradients are averaged over the ranks during backward."""
+class FusedReplica:
+    """A PartModel's fused step under DDP, called as the training loop calls the model (`forward_all`,
+    `train()`); DDP averages the gradients over the ranks during backward."""
 
-    def __init__(self, model, world: World, mode: str, tasks: list[str]):
+    def __init__(self, model, world: World, tasks: list[str]):
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         self.model = model
-        ids = [world.local_rank] if world.backend == "nccl" else None
-        if mode == "fused":
-            entry = _Entry(model)
-            on_route = {id(p) for t in tasks for p in model.task_parameters(t)}
-            off_route = [name for name, p in model.named_parameters() if id(p) not in on_route]
-            owners = {_owner(name) for name in off_route}
-            off_route += [name for name, _ in model.named_buffers() if _owner(name) in owners]
-            # Parameters on no trained task's route never get a gradient: DDP must not wait for them.
-            DDP._set_params_and_buffers_to_ignore_for_model(entry, [f"model.{name}" for name in off_route])
-            self.fused = DDP(entry, device_ids=ids, static_graph=True)
-            self.routes = {}
-        else:
-            self.fused = None
-            # One DDP per route: a step reduces the gradients of its task's route only, overlapped with the
-            # backward pass. The fx module of a task holds exactly its route's modules (shared with the model
-            # by reference). A DDP whose forward did not run this step ignores the hooks other routes' steps
-            # fire on shared parameters; a static graph would not (it counts them), so it stays dynamic.
-            self.routes = {t: DDP(model.task(t), device_ids=ids) for t in tasks}
+        entry = _Entry(model)
+        on_route = {id(p) for t in tasks for p in model.task_parameters(t)}
+        off_route = [name for name, p in model.named_parameters() if id(p) not in on_route]
+        owners = {_owner(name) for name in off_route}
+        off_route += [name for name, _ in model.named_buffers() if _owner(name) in owners]
+        # Parameters on no trained task's route never get a gradient: DDP must not wait for them.
+        DDP._set_params_and_buffers_to_ignore_for_model(entry, [f"model.{name}" for name in off_route])
+        self.ddp = DDP(entry, device_ids=[world.local_rank] if world.backend == "nccl" else None, static_graph=True)
 
     def forward_all(self, batches: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.fused(batches)
-
-    def __call__(self, x: torch.Tensor, task: str) -> torch.Tensor:
-        return self.routes[task](x)
+        return self.ddp(batches)
 
     def train(self, mode: bool = True):
         self.model.train(mode)
@@ -335,6 +324,29 @@ def _owner(name: str) -> str:
     return name.rsplit(".", 1)[0]
 
 
-def replicate(model, world: World, mode: str, tasks: list[str]):
-    """The model the training loop steps: `model` itself in a single process, else `Replicated`."""
-    return Replicated(model, world, mode, tasks) if world.distributed else model
+def _averaging_hook(world: World):
+    """An optimizer step pre-hook: its parameters' gradients averaged over the ranks, in one all-reduce."""
+
+    def average(optimizer, _args, _kwargs) -> None:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= world.size
+        for g, value in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(value.view_as(g))
+
+    return average
+
+
+def replicate(model, optimizers: dict, world: World, mode: str, tasks: list[str]):
+    """The model the training loop steps: `model` itself in a single process; in several, fused mode
+    steps it through DDP, and interleaved mode has each task's optimizer average its gradients first."""
+    if not world.distributed:
+        return model
+    if mode == "fused":
+        return FusedReplica(model, world, tasks)
+    for optimizer in optimizers.values():
+        optimizer.register_step_pre_hook(_averaging_hook(world))
+    return model

@@ -134,7 +134,7 @@ class Trainer:
                 if y.shape[0]:
                     self.eval_data[t, split] = tuple(runtime.place([x, y]))
         self.stats = data_stats({t: datasets[t] for t in self.tasks})
-        self.stepped = replicate(self.model, self.world, cfg.mode, self.train_tasks)  # what the loop steps
+        self.stepped = replicate(self.model, self.optimizers, self.world, cfg.mode, self.train_tasks)  # what the loop steps
 
     @property
     def steps_per_epoch_total(self) -> int:
