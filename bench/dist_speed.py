@@ -5,7 +5,8 @@
     python bench/dist_speed.py --skip-reductions --repeats 5
 
 Part 1, images/s of `partc train SPEC` (default specs/split_digits.part, --epochs 3) run as
-  plain      python -m partc train ...                 (one process)
+  plain      python -m partc train ...                 (one process, every core)
+  plain-1t   the same with one thread (what each of 2 processes has on a 2-core machine)
   torchrunK  python -m torch.distributed.run --nproc-per-node K -m partc train ...
 for each K of --nproc, the variants alternated `--repeats` times. images/s = training images of all
 tasks in an epoch / that epoch's training time (metrics.jsonl time_s), epochs 2.. (the first warms up),
@@ -51,7 +52,7 @@ def load() -> str:
 
 def command(variant: str, spec: Path, out: Path, device: str, epochs: int) -> list[str]:
     train = ["-m", "partc", "train", str(spec), "--out", str(out), "--device", device, "--epochs", str(epochs), "-q"]
-    if variant == "plain":
+    if variant.startswith("plain"):
         return [sys.executable, *train]
     k = variant.removeprefix("torchrun")
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", k, "--rdzv-backend", "c10d",
@@ -70,13 +71,13 @@ def images_per_second(out: Path) -> float:
 def end_to_end(args) -> None:
     from partc.devices import cpu_threads
 
-    variants = ["plain"] + [f"torchrun{k}" for k in args.nproc]
+    variants = ["plain"] + (["plain-1t"] if args.device == "cpu" else []) + [f"torchrun{k}" for k in args.nproc]
     rates: dict[str, list[float]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for variant in variants:
                 out = Path(tmp) / f"{variant}_{repeat}"
-                k = 1 if variant == "plain" else int(variant.removeprefix("torchrun"))
+                k = 1 if variant == "plain" else cpu_threads() if variant == "plain-1t" else int(variant[8:])
                 env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(max(1, cpu_threads() // k)))
                 subprocess.run(command(variant, Path(args.spec), out, args.device, args.epochs), cwd=ROOT, env=env,
                                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800)

@@ -303,3 +303,28 @@ def test_shares_of_a_batch_are_augmented_as_the_whole_batch(rows, parts, seed):
               for i in range(parts)]
     assert torch.equal(torch.cat(pieces), whole)
 
+
+
+# ---- GPUs (skipped without them) -------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs (NCCL, one per process)")
+@pytest.mark.parametrize("mode", ["fused", "interleaved"])
+def test_two_gpus_train_one_run_over_nccl(spec, tmp_path, mode):
+    out = tmp_path / mode
+    code, err = run(torchrun("train", str(spec), "--out", str(out), "--device", "cuda", "-q", "--mode", mode))
+    assert code == 0, err
+    assert read_info(out)[0]["world_size"] == 2 and read_info(out)[0]["device"] == "cuda:0"
+    assert_one_row_each(out, EPOCHS)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_torchrun_with_one_process_is_a_plain_run(spec, tmp_path):
+    out = tmp_path / "one"
+    command = torchrun("train", str(spec), "--out", str(out), "--device", "cuda", "-q")
+    command[command.index("--nproc-per-node") + 1] = "1"
+    code, err = run(command)
+    assert code == 0, err
+    assert read_info(out)[0]["world_size"] == 1
+    assert_one_row_each(out, EPOCHS)
