@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 import partc  # noqa: E402
 from partc.report import build_report, figures  # noqa: E402
-from partc.report.analysis import cka_by_level, transfer  # noqa: E402
+from partc.report.analysis import cka_by_level, lesion  # noqa: E402
 from partc.report.evaldata import build_probes, load_test_data  # noqa: E402
 from partc.report.structure import structure  # noqa: E402
 from partc.run import load_checkpoint, load_trained_model, run_paths  # noqa: E402
@@ -67,9 +67,11 @@ def main() -> None:
     probes = build_probes(net, data)
     t, _ = best_of(args.repeat, lambda: cka_by_level(net, model, probes, cpu))
     rows.append((f"CKA ({sum(p.samples for p in probes)} probe samples, {len(net.tasks)} tasks)", t))
+    t, _ = best_of(args.repeat, lambda: cka_by_level(net, model, probes, cpu, permutations=5))
+    rows.append(("CKA with its noise floor (5 permutations)", t))
     init = load_checkpoint(run_paths(run)["init"])["model"]
-    t, _ = best_of(args.repeat, lambda: transfer(net, model, init, data, cpu))
-    rows.append(("transfer (2 test evaluations per task)", t))
+    t, _ = best_of(args.repeat, lambda: lesion(net, model, init, data, cpu))
+    rows.append(("lesion (2 test evaluations per task)", t))
     out = Path(tmp.name) / "figs"
     out.mkdir(exist_ok=True)
     t, _ = best_of(args.repeat, lambda: [figures.save(f(s), out / f"{f.__name__}.png") for f in

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import partc  # noqa: E402
+from partc.stats import paired  # noqa: E402
 from partc.train import train  # noqa: E402
 from partc.train.extend import extend  # noqa: E402
 
@@ -107,23 +108,37 @@ def mean_std(values: list[float]) -> str:
     return f"{100 * m:.2f} ± {100 * s:.2f}"
 
 
+def interval(here: dict[int, float], there: dict[int, float]) -> str:
+    """Paired difference here - there over seeds, in points, with its 95% t interval (partc.stats)."""
+    result = paired(here, there)
+    if all(v == 0 for v in result["values"]):
+        return "0.00 in every seed"
+    low, high = result["ci"] if result["ci"] else (result["mean"], result["mean"])
+    verdict = "" if result["direction"] in ("above", "below") else " n.d."
+    return f"{100 * result['mean']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]{verdict}"
+
+
 def table(results: list[dict]) -> str:
-    lines = ["| new-task data | variant | base tasks before | base tasks after | forgetting (points) | new tasks |",
-             "|---|---|---:|---:|---:|---:|"]
+    """Per data regime and variant: base tasks before/after, forgetting, new tasks, and new tasks against (c),
+    paired by seed with 95% t intervals (n.d.: the interval holds zero)."""
+    lines = ["| new-task data | variant | base tasks before | base tasks after | forgetting, points [95% CI] | new tasks "
+             "| new tasks minus (c), points [95% CI] |", "|---|---|---:|---:|---:|---:|---:|"]
     for limit in sorted({r["limit"] or 0 for r in results}):
         group = [r for r in results if (r["limit"] or 0) == limit]
-        before = [statistics.mean(r["base_before"].values()) for r in group]
+        before = {r["seed"]: statistics.mean(r["base_before"].values()) for r in group}
+        alone = {r["seed"]: statistics.mean(r["alone"]["new"].values()) for r in group}
         for variant in ("extend", "naive", "alone"):
-            new = [statistics.mean(r[variant]["new"].values()) for r in group]
+            new = {r["seed"]: statistics.mean(r[variant]["new"].values()) for r in group}
             if variant == "alone":
-                after, forgetting = "-", "-"
+                after = forgetting = against = "-"
             else:
-                after_values = [statistics.mean(r[variant]["base"].values()) for r in group]
-                after = mean_std(after_values)
-                forgetting = mean_std([b - a for b, a in zip(before, after_values)])
+                after_values = {r["seed"]: statistics.mean(r[variant]["base"].values()) for r in group}
+                after = mean_std(list(after_values.values()))
+                forgetting = interval(before, after_values)
+                against = interval(new, alone)
             label = {"extend": "(a) partc extend", "naive": "(b) naive fine-tuning", "alone": "(c) new tasks alone"}[variant]
-            lines.append(f"| {'all' if not limit else f'limit={limit}'} | {label} | {mean_std(before)} | {after} | "
-                         f"{forgetting} | {mean_std(new)} |")
+            lines.append(f"| {'all' if not limit else f'limit={limit}'} | {label} | {mean_std(list(before.values()))} | "
+                         f"{after} | {forgetting} | {mean_std(list(new.values()))} | {against} |")
     return "\n".join(lines)
 
 

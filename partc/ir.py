@@ -9,16 +9,25 @@ on edges (`task_subgraph`). The typed tables beside the graph (`levels`,
 Node names: `input:NAME`, `stem:TASK`, `LEVEL[i]`, `LEVEL:sum`, `head:TASK`.
 Node attributes: `op`, `loc`, plus what passes add (`in_shape`, `shape`,
 `params`, `tasks`, `level`, `index`).
+
+Parameter counts follow one rule, applied here and read by every stage
+(`partc check`, codegen's summary, the report, the export audit): a
+segment's layers hold their parameters once, shared by every task routed
+through it, except a per-task layer (`task_batchnorm`, `Primitive.per_task`),
+of which each task routed through the segment owns a copy: its parameters
+count once per such task and belong to that task alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
 
 from partc.errors import Location
+from partc.layers import PRIMITIVES
 
 
 @dataclass
@@ -30,7 +39,11 @@ class Layer:
     loc: Location
     in_shape: tuple[int, ...] = ()
     shape: tuple[int, ...] = ()
-    params: int = 0
+    params: int = 0  # of one copy: a per-task layer has one copy per task routed through its segment
+
+    @property
+    def per_task(self) -> bool:
+        return PRIMITIVES[self.op].per_task
 
 
 @dataclass(frozen=True)
@@ -77,7 +90,12 @@ class SegmentGroup:
     template_args: dict[str, Any]
     layers: list[Layer]  # the body of each of these segments
     loc: Location
-    params: int = 0  # per segment
+    params: int = 0  # per segment, held once for all the tasks routed through it
+    per_task_params: int = 0  # per segment and task routed through it: its per-task layers (task_batchnorm)
+
+    @property
+    def has_per_task_layers(self) -> bool:
+        return any(layer.per_task for layer in self.layers)
 
 
 @dataclass
@@ -105,7 +123,12 @@ class Level:
         raise IndexError(index)
 
     def segment_params(self, index: int) -> int:
+        """Parameters of segment `index` held once, shared by its tasks (all of them but its per-task layers')."""
         return self.group_of(index).params
+
+    def segment_per_task_params(self, index: int) -> int:
+        """Parameters of segment `index` that each task routed through it owns a copy of."""
+        return self.group_of(index).per_task_params
 
     def segment_node(self, index: int) -> str:
         return segment_node(self.name, index)
@@ -160,6 +183,29 @@ class Constraint:
     loc: Location
 
 
+@dataclass(frozen=True)
+class ParamSplit:
+    """The parameters on one task's route, by who holds them (`Network.param_split`)."""
+
+    shared: int  # of segments it shares with other tasks, held once for all of them
+    task_owned: int  # its own copies of per-task layers (task_batchnorm), in shared and private segments
+    private_segments: int  # the rest of the segments only it routes through
+    stem_head: int
+
+    @property
+    def total(self) -> int:
+        return self.shared + self.task_owned + self.private_segments + self.stem_head
+
+    @property
+    def private(self) -> int:
+        """Segment parameters no other task holds: private segments and the task's own layers in shared ones."""
+        return self.task_owned + self.private_segments
+
+    def as_dict(self) -> dict[str, int]:
+        return {"total": self.total, "shared": self.shared, "task_owned": self.task_owned,
+                "private_segments": self.private_segments, "stem_head": self.stem_head}
+
+
 @dataclass
 class Network:
     """The checked network. Passes fill it in order (see `partc.passes.PASSES`), starting from `empty`."""
@@ -198,45 +244,65 @@ class Network:
     def segment_users(self, level: str, index: int) -> frozenset[str]:
         return self.graph.nodes[segment_node(level, index)]["tasks"]
 
-    def task_params(self, task: str) -> int:
-        """Parameters on the task's route: stem, path segments, head."""
+    # ---- parameter counts (the rule: see the module docstring) ----
+    def segment_params(self, level: str, index: int) -> int:
+        """All parameters of one compiled segment: its shared ones once, its per-task layers once per user."""
+        lv = self.level(level)
+        users = len(self.segment_users(level, index)) if lv.segment_per_task_params(index) else 0
+        return lv.segment_params(index) + lv.segment_per_task_params(index) * users
+
+    def _segments(self) -> Iterator[tuple[Level, int, int]]:
+        """(level, index, how many tasks use it) of every segment."""
+        for lv in self.levels:
+            for i in range(lv.count):
+                yield lv, i, len(self.segment_users(lv.name, i))
+
+    def param_split(self, task: str) -> ParamSplit:
+        """The parameters on `task`'s route: shared, its own per-task layers, private segments, stem and head."""
         t = self.tasks[task]
-        levels = {lv.name: lv for lv in self.levels}
-        on_path = sum(levels[lv].segment_params(i) for lv, ix in t.path.items() for i in ix)
-        return t.stem_params + on_path + t.head_params
+        shared = owned = private = 0
+        for lv in self.levels:
+            for i in t.path.get(lv.name, ()):
+                owned += lv.segment_per_task_params(i)
+                if len(self.segment_users(lv.name, i)) > 1:
+                    shared += lv.segment_params(i)
+                else:
+                    private += lv.segment_params(i)
+        return ParamSplit(shared, owned, private, t.stem_params + t.head_params)
+
+    def task_params(self, task: str) -> int:
+        """Parameters on the task's route: stem, path segments (with its own per-task layers only), head."""
+        return self.param_split(task).total
 
     def task_shared_params(self, task: str) -> int:
-        """Parameters of the task's path segments that other tasks also use."""
-        levels = {lv.name: lv for lv in self.levels}
-        total = 0
-        for lv, indices in self.tasks[task].path.items():
-            total += sum(levels[lv].segment_params(i) for i in indices if len(self.segment_users(lv, i)) > 1)
-        return total
+        """Parameters of the task's path segments that other tasks also use (not its own per-task layers)."""
+        return self.param_split(task).shared
 
     @property
     def total_params(self) -> int:
-        segs = sum(lv.segment_params(i) for lv in self.levels for i in range(lv.count))
+        segs = sum(lv.segment_params(i) + lv.segment_per_task_params(i) * users for lv, i, users in self._segments())
         return segs + sum(t.stem_params + t.head_params for t in self.tasks.values())
 
     @property
     def used_params(self) -> int:
         """Parameters of segments some task uses, plus every stem and head."""
-        used = sum(
-            lv.segment_params(i)
-            for lv in self.levels
-            for i in range(lv.count)
-            if self.segment_users(lv.name, i)
-        )
+        used = sum(lv.segment_params(i) + lv.segment_per_task_params(i) * users
+                   for lv, i, users in self._segments() if users)
         return used + sum(t.stem_params + t.head_params for t in self.tasks.values())
 
     @property
     def shared_params(self) -> int:
-        return sum(
-            lv.segment_params(i)
-            for lv in self.levels
-            for i in range(lv.count)
-            if len(self.segment_users(lv.name, i)) > 1
-        )
+        """Parameters that two or more tasks use: shared segments' weights, not the tasks' own layers in them."""
+        return sum(lv.segment_params(i) for lv, i, users in self._segments() if users > 1)
+
+    @property
+    def task_owned_params(self) -> int:
+        """Parameters of every task's own copies of per-task layers (0 without task_batchnorm)."""
+        return sum(lv.segment_per_task_params(i) * users for lv, i, users in self._segments())
+
+    @property
+    def has_per_task_layers(self) -> bool:
+        return any(g.has_per_task_layers for lv in self.levels for g in lv.groups)
 
 
 def segment_node(level: str, index: int) -> str:

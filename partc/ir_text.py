@@ -11,8 +11,8 @@ shape the spec, not the network).
     input NAME float[C, H, W]
     template NAME(params) { layers as written }
     level NAME [in] -> [out], M segments[, residual]
-      segment(s) A[..B]: kind, P params each
-        layer: [in] -> [out], P params
+      segment(s) A[..B]: kind, P params each[ + Q per task]
+        layer: [in] -> [out], P params[ per task]
       then layer: [in] -> [out]
     task NAME: input I, data SOURCE(args), K classes [labels], weight W, sampling S
       path LEVEL[indices] ...
@@ -40,7 +40,7 @@ def meaning(net: Network) -> str:
 
 
 def _layer_line(prefix: str, layer: Layer, written: bool) -> str:
-    size = f", {layer.params:,} params" if layer.params else ""
+    size = f", {layer.params:,} params{' per task' if layer.per_task else ''}" if layer.params else ""
     return f"{prefix}{layer_text(layer, written)}: {shape_text(layer.in_shape)} -> {shape_text(layer.shape)}{size}"
 
 
@@ -67,7 +67,8 @@ def _lines(net: Network, *, meaning_only: bool) -> list[str]:
         start = 0
         for g in level.groups:
             span = f"segment {start}" if g.count == 1 else f"segments {start}..{start + g.count - 1}"
-            lines.append(f"  {span}: {group_text(g, written)}, {g.params:,} params each")
+            own = f" + {g.per_task_params:,} per task" if g.per_task_params else ""
+            lines.append(f"  {span}: {group_text(g, written)}, {g.params:,} params each{own}")
             lines += [_layer_line("    ", layer, written) for layer in g.layers]
             start += g.count
         lines += [_layer_line("  then ", layer, written) for layer in level.then]

@@ -5,14 +5,36 @@ An entry says, as plain torch-free data (so `partc check` stays fast):
 - `ranks`: the input ranks it accepts (an image is (C, H, W), rank 3; a
   feature vector (F,), rank 1), checked for every layer by shape inference;
 - `shape` and `count`: its output shape and parameter count, as arithmetic;
+- `per_task`: inside a segment, each task routed through the segment owns
+  a copy of its own (`task_batchnorm`), so `count` holds once per such task
+  (`partc.ir.Network` applies that rule for every count);
 - `torch`: the `torch.nn` module it compiles to (class and constructor
   arguments), which the compiler builds and codegen writes as source;
+- `onnx`: how the exporter writes it as ONNX nodes, a small function of an
+  emitter `g` (below) and the bound arguments;
+- `affine` / `absorbs`: what BatchNorm folding needs (below);
 - `macs`: multiply-adds per sample, for FLOPs figures.
 
-Adding a layer means adding one entry here (docs/ARCHITECTURE.md, "Adding a
-layer"); the compiler (`partc.compiler.modules`), codegen
-(`partc.codegen.torch_code`) and FLOP counting (`partc.train.flops`) read
-the table and have no per-layer code of their own.
+Adding a layer means adding one entry here; the compiler
+(`partc.compiler.modules`), codegen (`partc.codegen.torch_code`), FLOP
+counting (`partc.train.flops`) and the ONNX exporter (`partc.export.emit`)
+read the table and have no per-layer code of their own.
+
+ONNX rules. `onnx(g, args)` returns the name of the layer's output tensor.
+`g` is the exporter's view of one layer of one module (no onnx or torch is
+imported here): `g.x` the input tensor, `g.in_shape`/`g.out_shape` (no
+batch axis), `g.weight(t)` the initializer holding the module's tensor `t`
+(named `<module path>.<t>`, the compiled module's own state-dict name),
+`g.optional(t)` that name in a list, or `[]` when the module has no `t`,
+`g.op(op_type, *inputs, **attributes)` one node, `g.scalar(v)` a float
+constant. Eval mode only (dropout is the identity).
+
+Folding. A layer with `affine` is, in eval mode, a per-channel `x * scale +
+shift`; `affine(t)` computes (scale, shift) from the module's tensors
+(`t(name)`, float64 arrays). When it directly follows a layer with
+`absorbs = (weight, bias)` (tensors whose axis 0 is the output channel),
+the exporter folds it into them (`weight * scale`, `bias * scale +
+shift`) and writes no node for it.
 
 Shapes exclude the batch axis.
 """
@@ -78,6 +100,9 @@ class Primitive:
     per_task: bool = False  # each task routed through the segment owns its own copy (see `module_path`)
     count: Callable[[tuple[int, ...], dict], int] = lambda s, a: 0
     macs: Callable[[tuple[int, ...], tuple[int, ...], dict], int] = lambda s, out, a: 0
+    onnx: Callable[[Any, dict], str] | None = None  # (emitter, bound args) -> output tensor (module docstring)
+    affine: Callable[[Callable[[str], Any]], tuple[Any, Any]] | None = None  # eval mode: per-channel (scale, shift)
+    absorbs: tuple[str, str] | None = None  # (weight, bias) with the output channel on axis 0: folds an `affine`
     doc: str = ""
     param_names: tuple[str, ...] = field(init=False, default=())
 
@@ -133,6 +158,44 @@ def _avgpool_module(rank, a):
     return TorchModule("AvgPool2d", (("kernel_size", "k"), ("stride", "stride")), positional=1)
 
 
+def _batchnorm_module(rank, a):
+    return TorchModule("BatchNorm2d" if rank == 3 else "BatchNorm1d", (("num_features", IN_CHANNELS),), positional=1)
+
+
+def _batchnorm_count(s, a):
+    return 2 * s[0]  # weight and bias per channel (the running statistics are buffers)
+
+
+# ---- ONNX rules (see the module docstring for `g`) ----
+
+EPS = 1e-5  # torch's BatchNorm and LayerNorm default, which the compiled modules use
+
+
+def _window(a) -> dict:
+    k = a["k"]
+    return {"kernel_shape": [k, k], "strides": [a["stride"] or k] * 2}
+
+
+def _conv_onnx(g, a):
+    return g.op("Conv", g.x, g.weight("weight"), *g.optional("bias"), kernel_shape=[a["k"]] * 2,
+                strides=[a["stride"]] * 2, pads=[a["pad"]] * 4, group=a["groups"])
+
+
+def _batchnorm_onnx(g, a):
+    return g.op("BatchNormalization", g.x, g.weight("weight"), g.weight("bias"), g.weight("running_mean"),
+                g.weight("running_var"), epsilon=EPS)
+
+
+def _batchnorm_affine(t):
+    scale = t("weight") / (t("running_var") + EPS) ** 0.5
+    return scale, t("bias") - t("running_mean") * scale
+
+
+def _gelu_onnx(g, a):  # torch's exact GELU: x * 0.5 * (1 + erf(x / sqrt(2)))
+    erf = g.op("Erf", g.op("Mul", g.x, g.scalar(0.5 ** 0.5)))
+    return g.op("Mul", g.op("Mul", g.x, g.scalar(0.5)), g.op("Add", erf, g.scalar(1.0)))
+
+
 _pos = lambda v: v > 0  # noqa: E731
 _prob = lambda v: 0 <= v < 1  # noqa: E731
 _same = lambda s, a: s  # noqa: E731
@@ -161,6 +224,8 @@ PRIMITIVES: dict[str, Primitive] = {
             channels="out",
             count=lambda s, a: a["out"] * (s[0] // a["groups"]) * a["k"] ** 2 + (a["out"] if a["bias"] else 0),
             macs=lambda s, out, a: out[0] * (s[0] // a["groups"]) * a["k"] ** 2 * out[1] * out[2],
+            onnx=_conv_onnx,
+            absorbs=("weight", "bias"),
             doc="2-D convolution (k x k kernel)",
         ),
         Primitive(
@@ -173,26 +238,30 @@ PRIMITIVES: dict[str, Primitive] = {
             channels="out",
             count=lambda s, a: s[0] * a["out"] + (a["out"] if a["bias"] else 0),
             macs=lambda s, out, a: s[0] * out[0],
+            onnx=lambda g, a: g.op("Gemm", g.x, g.weight("weight"), *g.optional("bias"), transB=1),
+            absorbs=("weight", "bias"),
             doc="fully connected layer",
         ),
-        Primitive(
-            "batchnorm", (), _ANY_RANK, _same,
-            lambda rank, a: TorchModule("BatchNorm2d" if rank == 3 else "BatchNorm1d",
-                                        (("num_features", IN_CHANNELS),), positional=1),
-            count=lambda s, a: 2 * s[0],
-            doc="batch normalisation over channels",
-        ),
+        Primitive("batchnorm", (), _ANY_RANK, _same, _batchnorm_module, count=_batchnorm_count,
+                  onnx=_batchnorm_onnx, affine=_batchnorm_affine, doc="batch normalisation over channels"),
+        Primitive("task_batchnorm", (), _ANY_RANK, _same, _batchnorm_module, count=_batchnorm_count, per_task=True,
+                  onnx=_batchnorm_onnx, affine=_batchnorm_affine,
+                  doc="batch normalisation over channels, one per task routed through the segment"),
         Primitive(
             "layernorm", (), _ANY_RANK, _same,
             lambda rank, a: TorchModule("LayerNorm", (("normalized_shape", IN_SHAPE),), positional=1),
             count=lambda s, a: 2 * prod(s),
+            onnx=lambda g, a: g.op("LayerNormalization", g.x, g.weight("weight"), g.weight("bias"),
+                                   axis=-len(g.in_shape), epsilon=EPS),
             doc="layer normalisation over all features",
         ),
-        Primitive("relu", (), _ANY_RANK, _same, lambda rank, a: TorchModule("ReLU"), doc="ReLU"),
-        Primitive("gelu", (), _ANY_RANK, _same, lambda rank, a: TorchModule("GELU"), doc="GELU"),
+        Primitive("relu", (), _ANY_RANK, _same, lambda rank, a: TorchModule("ReLU"),
+                  onnx=lambda g, a: g.op("Relu", g.x), doc="ReLU"),
+        Primitive("gelu", (), _ANY_RANK, _same, lambda rank, a: TorchModule("GELU"), onnx=_gelu_onnx, doc="GELU"),
         Primitive(
             "dropout", (Param("p", (int, float), 0.5, _prob, "a probability in [0, 1)"),), _ANY_RANK, _same,
             lambda rank, a: TorchModule("Dropout", (("p", "p"),), positional=1),
+            onnx=lambda g, a: g.x,
             doc="dropout (train only)",
         ),
         Primitive(
@@ -201,6 +270,7 @@ PRIMITIVES: dict[str, Primitive] = {
             (3,),
             _pool_shape("maxpool"),
             lambda rank, a: TorchModule("MaxPool2d", (("kernel_size", "k"), ("stride", "stride")), positional=1),
+            onnx=lambda g, a: g.op("MaxPool", g.x, **_window(a)),
             doc="max pooling over k x k windows",
         ),
         Primitive(
@@ -209,10 +279,11 @@ PRIMITIVES: dict[str, Primitive] = {
             (3,),
             _pool_shape("avgpool"),
             _avgpool_module,
+            onnx=lambda g, a: g.op("GlobalAveragePool", g.x) if a["k"] is None else g.op("AveragePool", g.x, **_window(a)),
             doc="average pooling; with no window, global average pooling",
         ),
         Primitive("flatten", (), _ANY_RANK, lambda s, a: (prod(s),), lambda rank, a: TorchModule("Flatten"),
-                  channels=None, doc="flatten to a vector"),
+                  channels=None, onnx=lambda g, a: g.op("Flatten", g.x, axis=1), doc="flatten to a vector"),
     ]
 }
 

@@ -6,6 +6,12 @@
     RUN/checkpoints/      init.pt (weights before training), epoch_NNNN.pt, last.pt
     RUN/results.json/.md  the final per-task test table (`read_results`, `write_results`)
 
+A seed group (`partc train --seeds`) is a folder of runs of one network,
+one per train seed, and a marker file:
+
+    GROUP/group.json      format, network, spec hashes, no_sharing, seeds, members (`write_group`, `read_group`)
+    GROUP/seed-N/         a run directory as above, trained with seed N (`member_dir`)
+
 Every write is atomic (temp file in the same folder, fsync, rename), so a
 killed process never leaves a half-written file behind; appends to
 metrics.jsonl end in fsync, and a line cut by a kill is skipped on read.
@@ -28,6 +34,7 @@ from partc.errors import CheckpointError
 from partc.ir import Network
 
 CHECKPOINT_FORMAT = "partc-checkpoint/1"
+GROUP_FORMAT = "partc-seed-group/1"
 TEMP_SUFFIX = ".tmp"
 
 
@@ -322,3 +329,74 @@ def load_trained_model(source: str | Path, *, checkpoint: str = "last"):
     except (RuntimeError, KeyError) as e:
         raise CheckpointError(f"checkpoint '{ckpt_path}' does not fit the network: {str(e).splitlines()[0]}") from None
     return net, model.eval(), state
+
+
+# ---- seed groups ----------------------------------------------------------------------------------
+
+def group_file(group_dir: str | Path) -> Path:
+    return Path(group_dir) / "group.json"
+
+
+def member_dir(group_dir: str | Path, seed: int) -> Path:
+    return Path(group_dir) / f"seed-{seed}"
+
+
+def is_group(path: str | Path) -> bool:
+    return group_file(path).is_file()
+
+
+def write_group(group_dir: str | Path, info: dict[str, Any]) -> None:
+    """group.json: what the group is (network, spec hashes, no_sharing) and its seeds, members by seed."""
+    seeds = sorted(set(info["seeds"]))
+    members = {str(seed): member_dir(".", seed).name for seed in seeds}
+    atomic_write_json(group_file(group_dir), {**info, "format": GROUP_FORMAT, "seeds": seeds, "members": members},
+                      sort_keys=True)
+
+
+def read_group(group_dir: str | Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """group.json as a dict (None when there is none or it is damaged), and the problems met."""
+    path = group_file(group_dir)
+    if not path.is_file():
+        return None, []
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return None, [f"{path} is not valid JSON ({e})"]
+    if not isinstance(info, dict) or info.get("format") != GROUP_FORMAT or not isinstance(info.get("seeds"), list) \
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in info["seeds"]):
+        return None, [f"{path} is not a partc seed group (expected format {GROUP_FORMAT} and a list of seeds)"]
+    return info, []
+
+
+def require_group(group_dir: str | Path) -> dict[str, Any]:
+    """group.json of a group that must be whole (resume, extend): a clear error when it is not."""
+    info, problems = read_group(group_dir)
+    if problems:
+        raise CheckpointError(problems[0], hint="restore it, or train the group into a new --out")
+    if info is None:
+        raise CheckpointError(f"'{group_dir}' is not a seed group (no group.json)",
+                              hint="pass the --out folder of a 'partc train --seeds' run")
+    return info
+
+
+def run_members(path: str | Path) -> tuple[list[tuple[int | None, Path]], list[str]]:
+    """The runs a path stands for, with their train seeds: a group's members, or the run itself; and problems.
+
+    A member listed in group.json whose folder is missing is a problem, not a member.
+    """
+    path = Path(path)
+    if not is_group(path):
+        info, _ = read_info(path)
+        seed = info.get("seed")
+        return [(seed if isinstance(seed, int) and not isinstance(seed, bool) else None, path)], []
+    info, problems = read_group(path)
+    if info is None:
+        return [], problems
+    members = []
+    for seed in info["seeds"]:
+        member = member_dir(path, seed)
+        if member.is_dir():
+            members.append((seed, member))
+        else:
+            problems.append(f"seed group '{path}': member {member.name} is missing")
+    return members, problems

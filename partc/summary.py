@@ -24,6 +24,12 @@ def _segment_kinds(level) -> str:
     return " + ".join(f"{g.count} x {group_text(g)}" for g in level.groups)
 
 
+def segment_params_text(level) -> str:
+    """Parameters per segment as `partc check` shows them: `48`, or `40 + 8/task` with per-task layers."""
+    sizes = sorted({(g.params, g.per_task_params) for g in level.groups})
+    return "/".join(f"{held:,}" + (f" + {own:,}/task" if own else "") for held, own in sizes)
+
+
 def summary(net: Network) -> str:
     """The compact table `partc check` prints."""
     lines = [f"network {net.name}  ({net.file}, spec {net.spec_hash}, seed {net.seed})"]
@@ -40,10 +46,9 @@ def summary(net: Network) -> str:
     for lv in net.levels:
         users = users_of[lv.name]
         post = ("residual " if lv.residual else "") + ", ".join(layer_text(layer) for layer in lv.then)
-        params = sorted({lv.segment_params(i) for i in range(lv.count)})
         rows.append([
             lv.name, _segment_kinds(lv), post.strip() or "-", f"{shape_text(lv.in_shape)} -> {shape_text(lv.shape)}",
-            "/".join(f"{p:,}" for p in params), str(sum(1 for u in users if u)),
+            segment_params_text(lv), str(sum(1 for u in users if u)),
             str(sum(1 for u in users if len(u) > 1)), str(sum(1 for u in users if len(u) == 1)),
         ])
     lines += _table(["level", "segments", "then", "shape in -> out", "params/seg", "used", "shared", "private"],
@@ -62,18 +67,19 @@ def summary(net: Network) -> str:
     lines += _table(["task"] + [lv.name for lv in net.levels], rows)
     lines.append("")
 
+    # with per-task layers, "private" holds the task's own copies of them too, shown apart as "task-owned"
+    owned = net.has_per_task_layers
     rows = []
     for name, task in net.tasks.items():
-        total = net.task_params(name)
-        shared = sum(lv.segment_params(i) for lv in net.levels for i in task.path[lv.name] if len(users_of[lv.name][i]) > 1)
-        stem_head = task.stem_params + task.head_params
+        split = net.param_split(name)
         src = task.data.source if task.data else "-"
         extra = " via stem" if task.stem is not None else ""
-        rows.append([name, f"{task.input}{extra}", src, str(task.classes), f"{total:,}", f"{shared:,}",
-                     f"{total - shared - stem_head:,}", f"{stem_head:,}"])
-    lines += _table(["task", "input", "data", "classes", "params", "shared", "private", "stem+head"], rows,
-                    right={3, 4, 5, 6, 7})
+        rows.append([name, f"{task.input}{extra}", src, str(task.classes), f"{split.total:,}", f"{split.shared:,}",
+                     f"{split.private:,}"] + ([f"{split.task_owned:,}"] if owned else []) + [f"{split.stem_head:,}"])
+    header = ["task", "input", "data", "classes", "params", "shared", "private"] + (["task-owned"] if owned else [])
+    lines += _table(header + ["stem+head"], rows, right=set(range(3, len(header) + 1)))
     lines.append("")
     lines.append(f"total parameters: {net.total_params:,}   used by some task: {net.used_params:,}   "
-                 f"in shared segments: {net.shared_params:,}")
+                 f"in shared segments: {net.shared_params:,}"
+                 + (f"   task-owned: {net.task_owned_params:,}" if owned else ""))
     return "\n".join(lines) + "\n"

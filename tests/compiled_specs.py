@@ -82,6 +82,14 @@ def apply_then(layers, h: torch.Tensor, training: bool) -> torch.Tensor:
     return h
 
 
+def run_segment(model, level, index: int, task: str, h: torch.Tensor) -> torch.Tensor:
+    """One segment for `task`, layer by layer from the IR: a per-task layer through the task's own copy."""
+    segment = model.segment(level.name, index)
+    for position, layer in enumerate(level.group_of(index).layers):
+        h = segment[position][task](h) if layer.per_task else segment[position](h)
+    return h
+
+
 def eager_forward(model, net, task: str, x: torch.Tensor, features: dict | None = None) -> torch.Tensor:
     """Task `task` computed step by step: stem, per level sum of path segments (+ input), then ops; head."""
     t = net.tasks[task]
@@ -89,7 +97,7 @@ def eager_forward(model, net, task: str, x: torch.Tensor, features: dict | None 
     for level in net.levels:
         total = None
         for i in t.path[level.name]:
-            y = model.segment(level.name, i)(h)
+            y = run_segment(model, level, i, task, h)
             total = y if total is None else total + y
         if level.residual:
             total = total + h

@@ -29,7 +29,7 @@ def exported_run(spec_name: str, tmp_path_factory, layout: str = "plain") -> tup
     """(run_dir, export_dir, export results) of a trained run of specs/<spec_name>.part.
 
     Made once per test session and shared by the export and serve tests
-    (exporting costs a few seconds per task on a small CPU).
+    (training costs seconds on a small CPU).
     """
     from partc.export import export_tasks
 

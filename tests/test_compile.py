@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 
 import partc
 from partc.errors import PartError
+from partc.layers import module_path
 from tests.compiled_specs import (
+    ROOT,
     SLOW_SPECS,
     SPECS,
     assert_rel_close,
@@ -293,7 +295,7 @@ def test_parameter_counts_match_the_ir(spec):
     count = lambda params: sum(p.numel() for p in params)  # noqa: E731
     for level in net.levels:
         for i in range(level.count):
-            assert count(model.segment(level.name, i).parameters()) == level.segment_params(i), (level.name, i)
+            assert count(model.segment(level.name, i).parameters()) == net.segment_params(level.name, i), (level.name, i)
     for name in net.tasks:
         assert count(model.task_parameters(name)) == net.task_params(name), name
         assert count(model.task(name).parameters()) == net.task_params(name), name
@@ -336,14 +338,113 @@ def test_reserved_names_are_a_spec_error(tmp_path):
     assert "task name 'eval' is reserved" in text
 
 
+# ---- task-owned layers (task_batchnorm) ----
+
+OWNED = ROOT / "tests" / "cases" / "specs" / "hand_counted_task_bn.part"
+
+
+@pytest.fixture(scope="module")
+def owned():
+    torch.manual_seed(0)
+    net = partc.load(OWNED)
+    return net, partc.compile(net)
+
+
+def test_a_task_owned_layer_holds_one_copy_per_task_of_its_segment(owned):
+    net, model = owned
+    for level in net.levels:
+        container = f"levels.{level.name}"
+        for i in range(level.count):
+            users = [t for t in net.tasks if t in net.segment_users(level.name, i)]
+            for j, layer in enumerate(level.group_of(i).layers):
+                module = model.get_submodule(f"{container}.{i}.{j}")
+                if layer.per_task:
+                    assert isinstance(module, torch.nn.ModuleDict) and list(module) == users, (level.name, i, j)
+                    for t in users:
+                        assert isinstance(model.get_submodule(module_path(f"{container}.{i}", j, layer.op, t)),
+                                          torch.nn.BatchNorm2d)
+                else:
+                    assert not isinstance(module, torch.nn.ModuleDict)
+    keys = [k for k in model.state_dict() if k.startswith("levels.l1.1.1.")]
+    assert keys == [f"levels.l1.1.1.{t}.{b}" for t in ("a", "b")
+                    for b in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+
+
+def test_a_task_module_calls_only_its_own_copies(owned):
+    net, model = owned
+    count = lambda params: sum(p.numel() for p in params)  # noqa: E731
+    for name in net.tasks:
+        module = model.task(name)
+        called = {n.target for n in module.graph.nodes if n.op == "call_module"}
+        owned_calls = {c for c in called if c.startswith("levels.") and len(c.split(".")) == 5}
+        assert owned_calls and all(c.endswith(f".{name}") for c in owned_calls), (name, sorted(owned_calls))
+        assert count(module.parameters()) == count(model.task_parameters(name)) == net.task_params(name)
+        others = {id(p) for t in net.tasks if t != name for p in model.task_parameters(t)} - {
+            id(p) for p in model.task_parameters(name)}
+        assert not others & {id(p) for p in module.parameters()}
+    assert count(model.parameters()) == net.total_params == 571
+    plain = partc.compile(partc.load(OWNED.with_name("hand_counted.part")))  # no per-task layers
+    segments = [n.target for n in plain.task("a").graph.nodes if n.op == "call_module" and n.target.startswith("lev")]
+    assert segments == ["levels.l1.0", "levels.l1.1", "levels.l2.0", "levels.l3.0", "levels.l3.1"]  # one call each
+
+
+@pytest.mark.parametrize("batchnorm", ["per_task", "joint"])
+@pytest.mark.usefixtures("one_thread")
+def test_task_owned_batchnorm_fused_equals_per_task_in_both_modes(owned, batchnorm):
+    """Train mode: logits, gradients and every running statistic after one fused call equal one forward
+    per task, also with `batchnorm joint` (which couples only shared BatchNorms); eval mode: logits."""
+    net, model = owned
+    batches = _batches(net, (3, 4, 5))
+    fused_model, task_model = _train_copy(net, model, batchnorm), _train_copy(net, model, batchnorm)
+    fused = fused_model.forward_all(batches)
+    expected = {t: task_model(batches[t], task=t) for t in net.tasks}
+    for t in net.tasks:
+        assert_rel_close(fused[t], expected[t], 1e-5, f"train forward_all[{t}]")
+    # With `joint`, the shared batchnorm of l2's segments normalises the tasks' rows together by design, and so
+    # shifts what the task_batchnorm after it sees (its normalised output, and so the logits, agree anyway):
+    # compare the own copies of l1 and l3, which see exactly what the per-task forwards give them.
+    expected_state = task_model.state_dict()
+    compared = [k for k in expected_state if batchnorm == "per_task" or k.startswith(("levels.l1.", "levels.l3."))]
+    for key in compared:
+        assert_rel_close(fused_model.state_dict()[key].double(), expected_state[key].double(), 1e-5, key)
+    assert any(k.endswith(".c.running_var") for k in compared)
+    if batchnorm == "per_task":
+        assert_fused_gradients_match(_train_copy(net, model), batches, _labels(net, batches), "task_batchnorm train")
+    with torch.no_grad():
+        fused_model.eval()
+        fused = fused_model.forward_all(batches)
+        for t in net.tasks:
+            assert_rel_close(fused[t], fused_model(batches[t], task=t), 1e-5, f"eval forward_all[{t}]")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_each_task_normalises_with_its_own_statistics(owned):
+    """Eval mode: a task's rows are normalised with its own running statistics, in the task module and
+    in the fused forward, whichever other tasks share the segment."""
+    net, model = owned
+    model = _train_copy(net, model).eval()
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        before = {t: model(x, task=t) for t in net.tasks}
+        model.levels["l1"][1][1]["b"].running_mean.add_(3.0)  # b's own copy in l1[1], which a and b share
+        after = {t: model(x, task=t) for t in net.tasks}
+        fused = model.forward_all({t: x for t in net.tasks})
+    assert torch.equal(before["a"], after["a"]) and torch.equal(before["c"], after["c"])
+    assert not torch.allclose(before["b"], after["b"])
+    for t in net.tasks:
+        assert_rel_close(fused[t], after[t], 1e-5, f"fused {t}")
+
+
 # ---- routing properties over random small specs ----
 
 @st.composite
 def small_specs(draw):
-    """Spec text: 1-3 levels of M=2..4 segments, random widths, residual or not, 2-3 tasks."""
+    """Spec text: 1-3 levels of M=2..4 segments, random widths, residual or not, 2-3 tasks, BatchNorm
+    shared by a segment's tasks or owned by each of them."""
     n_levels = draw(st.integers(1, 3))
+    norm = draw(st.sampled_from(["batchnorm", "task_batchnorm"]))
     lines = ["network prop {", "  input x: float[2, 5, 5]", f"  seed {draw(st.integers(0, 10_000))}",
-             "  segment blk(c) { conv(c, k=3, pad=1); batchnorm; relu }"]
+             f"  segment blk(c) {{ conv(c, k=3, pad=1); {norm}; relu }}"]
     counts, channels = [], 2
     for k in range(n_levels):
         m = draw(st.integers(2, 4))
@@ -367,10 +468,20 @@ def small_specs(draw):
 
 
 def _perturb(segment: torch.nn.Module) -> None:
+    """New random weights, and running statistics (eval mode normalises with them)."""
     gen = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for p in segment.parameters():
             p.copy_(torch.randn(p.shape, generator=gen))
+        for name, b in segment.named_buffers():
+            if b.is_floating_point():
+                b.copy_(torch.rand(b.shape, generator=gen) + 0.5 if name.endswith("running_var")
+                        else torch.randn(b.shape, generator=gen))
+
+
+def _others_copies(segment: torch.nn.Sequential, task: str) -> list[torch.nn.Module]:
+    """The copies other tasks own of the segment's per-task layers."""
+    return [copy for m in segment if isinstance(m, torch.nn.ModuleDict) for t, copy in m.items() if t != task]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -409,6 +520,17 @@ def test_routing_touches_only_the_tasks_path(text):
                 else:
                     assert torch.equal(before, after), f"{name}: perturbing off-path {level.name}[{i}] changed it"
                     assert torch.equal(before_fused, after_fused), f"{name}: fused output moved with {level.name}[{i}]"
+                others = _others_copies(model.segment(level.name, i), name)
+                if others:  # other tasks' own BatchNorms in a segment this task may share: never its business
+                    with torch.no_grad():
+                        saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in others]
+                        for m in others:
+                            _perturb(m)
+                        after, after_fused = model(x, task=name), model.forward_all(batches)[name]
+                        for m, state in zip(others, saved):
+                            m.load_state_dict(state)
+                    assert torch.equal(before, after), f"{name}: another task's own layer in {level.name}[{i}] moved it"
+                    assert torch.equal(before_fused, after_fused), f"{name}: fused, {level.name}[{i}]"
 
 
 # ---- torch.compile ----

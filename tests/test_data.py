@@ -66,7 +66,9 @@ def test_digits_sizes_labels_and_dtypes(split_digits):
         wanted = [int(v) for v in td.labels]
         total = sum(len(s[1]) for s in (td.train, td.val, td.test))
         assert total == counts[wanted].sum()
-        assert len(td.test[1]) == round(0.2 * total)
+        # Per class round(0.2 x n_c), halves up (partc.data.splits): the total is within a sample per class.
+        assert np.bincount(td.test[1].numpy()).tolist() == [int(np.floor(0.2 * counts[c] + 0.5)) for c in wanted]
+        assert abs(len(td.test[1]) - 0.2 * total) <= 1
         for x, y in (td.train, td.val, td.test):
             assert x.dtype == torch.float32 and x.shape[1:] == (1, 8, 8)
             assert y.dtype == torch.int64 and set(y.tolist()) == {0, 1}
@@ -247,10 +249,10 @@ def test_cifar100_names_subset_and_nested_root(tmp_path):
         task("b", 'cifar100("data", classes=["bed", "apple"], augment=true)'),  # the folder above also works
     ])
     net = make_spec(tmp_path, tasks)
-    data = load_all(net)
+    data = load_all(net, data_root=tmp_path)  # not a data/ folder in the current directory
     a, b = data["a"], data["b"]
     assert a.labels == ["bed", "castle", "leopard"] and b.labels == ["bed", "apple"]
-    assert [len(s[1]) for s in (a.train, a.val, a.test)] == [13, 2, 6]
+    assert [len(s[1]) for s in (a.train, a.val, a.test)] == [12, 3, 6]  # val: round(0.1 x 5) = 1 of each class
     assert np.bincount(a.test[1].numpy()).tolist() == [2, 2, 2]
     assert b.augment and not a.augment and len(a.mean) == 3
     raw = torch.round((b.train[0][:, 0, 0, 0] * b.std[0] + b.mean[0]) * 255).long()
@@ -338,7 +340,10 @@ def test_npz_with_test_split_and_names(tmp_path):
     y = np.arange(90) % 3
     x = rng.random((90, 1, 4, 4)).astype(np.float32)
     x[:, 0, 0, 0] = y
-    np.savez(tmp_path / "d.npz", x=x, y=y, x_test=x[:30], y_test=y[:30], labels=np.array(["cat", "dog", "eel"]))
+    x_test = rng.random((30, 1, 4, 4)).astype(np.float32)
+    x_test[:, 0, 0, 0] = y[:30]
+    names = np.array(["cat", "dog", "eel"])
+    np.savez(tmp_path / "d.npz", x=x, y=y, x_test=x_test, y_test=y[:30], labels=names)
     tasks = "\n".join([task("a", 'npz("d.npz", classes=[2, 0], normalize=false, val=0.2)'),
                        task("b", 'npz("d.npz", classes=["eel", "dog"])')])
     data = load_all(make_spec(tmp_path, tasks, shape="1, 4, 4"))
@@ -347,6 +352,12 @@ def test_npz_with_test_split_and_names(tmp_path):
     assert [len(s[1]) for s in (a.train, a.val, a.test)] == [48, 12, 20]
     for xs, ys in (a.train, a.val, a.test):
         assert torch.equal(xs[:, 0, 0, 0].long(), torch.tensor([2, 0])[ys])
+    # A file whose x_test repeats rows of x: those rows are test samples, and train no task.
+    np.savez(tmp_path / "e.npz", x=x, y=y, x_test=x[:30], y_test=y[:30], labels=names)
+    leaky = load_task_data(make_spec(tmp_path, task("a", 'npz("e.npz", classes=[2, 0], normalize=false)'), "1, 4, 4",
+                                     name="e.part"), "a")
+    test_rows = {r.numpy().tobytes() for r in leaky.test[0]}
+    assert len(test_rows) == 20 and not test_rows & {r.numpy().tobytes() for r in leaky.train[0]}
 
 
 def test_npz_shape_mismatch_and_missing_array(tmp_path):
@@ -378,7 +389,7 @@ def test_folder_source_resizes_and_selects(tmp_path):
     net = make_spec(tmp_path, tasks, shape="3, 8, 8")
     a = load_task_data(net, "a")
     assert a.labels == ["eel", "cat"] and a.train[0].shape[1:] == (3, 8, 8)
-    assert [len(s[1]) for s in (a.train, a.val, a.test)] == [13, 1, 6]
+    assert [len(s[1]) for s in (a.train, a.val, a.test)] == [12, 2, 6]  # per class: 3 test, 1 val, 6 train
     for x, y in (a.train, a.val, a.test):
         level = x.mean(dim=(1, 2, 3)) * 255  # eel images are ~80 + noise, cat ~0 + noise
         assert torch.all((level > 70) == (y == 0))
@@ -441,13 +452,14 @@ def test_option_values_are_checked(tmp_path):
 def test_relative_paths_try_data_root_then_spec_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "specs").mkdir()
-    np.savez(tmp_path / "specs" / "d.npz", x=np.zeros((20, 4), np.float32), y=np.arange(20) % 2)
+    rows = np.arange(160, dtype=np.float32).reshape(40, 4)  # distinct rows: equal rows would be one sample
+    np.savez(tmp_path / "specs" / "d.npz", x=rows[:20], y=np.arange(20) % 2)
     net = make_spec(tmp_path, task("a", 'npz("d.npz", classes=2)'), shape="4", name="specs/s.part")
     assert len(load_task_data(net, "a").train[1]) == 14  # found beside the spec
     other = tmp_path / "other"
     other.mkdir()
-    np.savez(other / "d.npz", x=np.ones((40, 4), np.float32), y=np.arange(40) % 2)
-    assert len(load_task_data(net, "a", data_root=other).train[1]) == 29  # data_root wins
+    np.savez(other / "d.npz", x=rows, y=np.arange(40) % 2)
+    assert len(load_task_data(net, "a", data_root=other).train[1]) == 28  # data_root wins
 
 
 # ---- augmentation ---------------------------------------------------------------------------------
@@ -500,18 +512,14 @@ def test_augment_batch_on_gpu_matches_cpu():
 # ---- split invariants -----------------------------------------------------------------------------
 
 @settings(max_examples=60, deadline=None)
-@given(counts=st.lists(st.integers(0, 40), min_size=1, max_size=6), fraction=st.floats(0, 0.95), seed=st.integers(0, 9))
-def test_stratified_split_properties(counts, fraction, seed):
-    y = np.repeat(np.arange(len(counts)), counts)
-    np.random.default_rng(seed).shuffle(y)
-    n_out = round(fraction * len(y))
-    keep, out = data_splits.stratified_split(y, n_out, np.random.default_rng(seed))
-    assert len(out) == n_out and np.union1d(keep, out).tolist() == list(range(len(y)))
-    assert not np.intersect1d(keep, out).size
-    held = np.bincount(y[out], minlength=len(counts)) if len(out) else np.zeros(len(counts))
-    assert np.all(np.abs(held - fraction * np.array(counts)) <= 1 + 1e-9 + abs(n_out - fraction * len(y)))
-    again = data_splits.stratified_split(y, n_out, np.random.default_rng(seed))
-    assert np.array_equal(again[1], out)
+@given(counts=st.lists(st.integers(0, 40), min_size=1, max_size=6), n=st.integers(0, 250))
+def test_apportion_properties(counts, n):
+    """limit='s class balance: an exact total, each class within one of its share, never more than it has."""
+    take = data_splits.apportion(np.array(counts), n)
+    assert take.sum() == min(n, sum(counts)) and np.all(take <= counts) and np.all(take >= 0)
+    if sum(counts):
+        share = min(n, sum(counts)) * np.array(counts) / sum(counts)
+        assert np.all(np.abs(take - share) < 1 + 1e-9)
 
 
 def test_class_names_are_not_taken_as_ids(tmp_path):
@@ -519,3 +527,27 @@ def test_class_names_are_not_taken_as_ids(tmp_path):
     assert root.is_dir()
     err = _expect_data_error(make_spec(tmp_path, task("a", 'folder("imgs", classes=["1"])'), "3, 8, 8"))
     assert "no class '1'" in err.message and "classes there: a, b" in err.hint
+
+
+def test_digit_domains_data_script_writes_what_its_spec_reads(tmp_path):
+    """specs/digit_domains.part reads three npz files that experiments/digit_domains_data.py writes:
+    disjoint thirds of the digits (1797 in all), every class in each, each in its own look."""
+    import subprocess
+    import sys
+
+    root = SPECS.parent
+    out = tmp_path / "data" / "digit_domains"
+    subprocess.run([sys.executable, str(root / "experiments" / "digit_domains_data.py"), "--out", str(out)],
+                   check=True, capture_output=True, timeout=120)
+    net = partc.load(SPECS / "digit_domains.part")
+    data = load_all(net, data_root=tmp_path)
+    assert list(data) == ["plain", "negative", "small"]
+    sizes = {t: sum(len(getattr(d, split)[1]) for split in ("train", "val", "test")) for t, d in data.items()}
+    assert sum(sizes.values()) == len(load_digits().target) and min(sizes.values()) > 590
+    raw = {t: np.load(out / f"{t}.npz") for t in data}
+    for t, d in data.items():
+        assert d.labels == [str(i) for i in range(10)] and set(np.asarray(d.test[1]).tolist()) == set(range(10))
+        assert raw[t]["x"].shape[1:] == (1, 8, 8) and 0 <= raw[t]["x"].min() and raw[t]["x"].max() <= 1
+    # the looks differ: a dark background (plain), a light one (negative), small digits on noise
+    corners = {t: float(raw[t]["x"][:, 0, 0, 0].mean()) for t in data}
+    assert corners["plain"] == 0 and 0.02 < corners["small"] < 0.1 and abs(corners["negative"] - 0.9) < 0.01

@@ -318,3 +318,86 @@ def test_normalisation_folded_into_the_graph_for_triton(digits, tmp_path):
                                rtol=1e-5, atol=1e-5)
     with pytest.raises(ExportError, match="configures Triton"):
         export_tasks(run_dir, tmp_path / "plain", tasks=["d23"], dynamic_batching=True)
+
+
+# ---- task-owned BatchNorm (task_batchnorm): each file folds its own task's statistics ----
+
+# Task a's route lies inside b's: every conv of a's file is on b's route too, its BatchNorm copies are not.
+OWNED_SPEC = """network owned {
+  input x: float[1, 8, 8]
+  seed 2
+  segment blk(c) { conv(c, k=3, pad=1); task_batchnorm; relu }
+  level l1 = 3 x blk(6)
+  level l2 = 2 x blk(6) residual then avgpool
+  task a { data digits(classes=[0, 1, 2]) path l1[0, 1] l2[0] }
+  task b { data digits(classes=[3, 4]) path l1[0, 1, 2] l2[0, 1] }
+  train { epochs 1; batch 16 }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def owned_run(tmp_path_factory):
+    from tests.export_helpers import make_trained_run
+
+    base = tmp_path_factory.mktemp("owned")
+    (base / "owned.part").write_text(OWNED_SPEC)
+    run_dir = make_trained_run(base / "owned.part", base / "run")
+    (folded,) = export_tasks(run_dir, base / "folded", tasks=["a"])
+    (unfolded,) = export_tasks(run_dir, base / "unfolded", tasks=["a"], fold=False)
+    return run_dir, folded, unfolded
+
+
+def test_a_task_file_folds_its_own_batchnorm_statistics(owned_run):
+    run_dir, folded, _ = owned_run
+    net, model, _ = load_trained_model(run_dir)
+    layers = route_layers(net, "a")
+    own = sum(layer.params for layer in layers if layer.op == "task_batchnorm")
+    conv_linear = sum(layer.params for layer in layers if layer.op in ("conv", "linear"))
+    assert own == 3 * 2 * 6 and sum(layer.params for layer in layers) == net.task_params("a")
+    proto = onnx.load(str(folded.path))
+    assert float_initializer_values(proto) == conv_linear == net.task_params("a") - own
+    assert (folded.weights.route_params, folded.weights.folded_batchnorm) == (net.task_params("a"), own)
+    assert folded.max_abs_diff <= 1e-4
+    # l1[1], shared with b: its conv in a's file is folded with a's own statistics, not b's
+    weights = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    conv = model.levels["l1"][1][0].weight.detach()
+
+    def fold(bn):
+        return (conv * (bn.weight / torch.sqrt(bn.running_var + bn.eps))[:, None, None, None]).detach().numpy()
+
+    own_bn, other_bn = model.levels["l1"][1][1]["a"], model.levels["l1"][1][1]["b"]
+    assert np.allclose(weights["levels.l1.1.0.weight"], fold(own_bn), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(weights["levels.l1.1.0.weight"], fold(other_bn), rtol=1e-3, atol=1e-4)
+
+
+def test_an_unfolded_task_file_holds_exactly_its_own_copies(owned_run):
+    run_dir, _, unfolded = owned_run
+    net, model, _ = load_trained_model(run_dir)
+    proto = onnx.load(str(unfolded.path))
+    names = {i.name for i in proto.graph.initializer}
+    params = dict(model.task("a").named_parameters())
+    assert set(params) <= names and sum(p.numel() for p in params.values()) == net.task_params("a")
+    copies = {n for n in names if re.match(r"levels\.l\d\.\d\.1\.", n)}
+    assert copies and all(n.split(".")[4] == "a" for n in copies)  # levels.l1.1.1.a.running_mean, ...
+    # the audit attributes copies to their task: a's file is not on b's route, though all its convs are
+    from partc.export.verify import audit_weights
+
+    weights = {k: v.numpy() for k, v in model.state_dict().items()}
+    with pytest.raises(ExportError, match=r"holds 'levels\.l\d\.\d\.1\.a\."):
+        audit_weights(proto, net, ["b"], weights, dict(model.named_parameters()), "task 'b'")
+
+
+def test_another_tasks_own_copy_never_reaches_a_task_file(owned_run, tmp_path):
+    """Changing b's own BatchNorm in l1[1] (which a shares) leaves a's file byte-for-byte the same."""
+    run_dir, folded, _ = owned_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    state = load_checkpoint(run_paths(copy)["last"])
+    changed = [k for k in state["model"] if k.startswith("levels.l1.1.1.b.") and state["model"][k].is_floating_point()]
+    for key in changed:
+        state["model"][key] += 0.5
+    assert len(changed) == 4  # weight, bias, running mean and variance
+    save_checkpoint(run_paths(copy)["last"], state)
+    (again,) = export_tasks(copy, tmp_path / "out", tasks=["a"])
+    assert again.path.read_bytes() == folded.path.read_bytes()

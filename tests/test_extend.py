@@ -282,3 +282,65 @@ def test_the_report_marks_inherited_and_new_segments(base_run, extended, tmp_pat
         assert section["base_accuracy"][task]["change"] == 0.0
     html = report.html.read_text()
     assert "Grown from a base run" in html and "inherited and frozen" in html
+
+
+TBN_BASE = """network grow_tbn {
+  input img: float[2, 8, 8]
+  seed 5
+  segment blk(c) { conv(c, k=3, pad=1); task_batchnorm; relu }
+  level l1 = 3 x blk(6)
+  level l2 = 3 x blk(8) then avgpool
+  task a { data synthetic(classes=3, samples=90) path l1[0, 1] l2[0, 1] }
+  task b { data synthetic(classes=2, samples=60) path l1[1, 2] l2[1] }
+  train { epochs 1; batch 16; optimizer adam(lr=0.01) }
+}
+"""
+
+
+def test_a_new_task_gets_its_own_batchnorm_in_a_frozen_segment(tmp_path):
+    """Through a frozen segment with task_batchnorm, the new task trains a BatchNorm of its own; the base
+    tasks' copies and the shared convolution do not move."""
+    base = tmp_path / "base"
+    train(partc.loads(TBN_BASE, str(tmp_path / "b.part")), base, device="cpu", quiet=True)
+    grown = write(tmp_path / "g.part", TBN_BASE.replace(
+        "  train {", "  task c { data synthetic(classes=2, samples=80) path l1[1] l2[1, 2] }\n  train {"))
+    out = tmp_path / "out"
+    extend(base, grown, out, device="cpu", quiet=True)
+    frozen = json.loads(run_paths(out)["info"].read_text())["extend"]["frozen_modules"]
+    assert "levels.l1.1.1.a" in frozen and "levels.l1.1.1.b" in frozen and "levels.l1.1.1.c" not in frozen
+    assert "levels.l1.1.0" in frozen  # the shared convolution of a base segment
+    init = load_checkpoint(run_paths(out)["init"])["model"]
+    last = load_checkpoint(run_paths(out)["last"])["model"]
+    for key in last:
+        if key.startswith(("levels.l1.1.1.a.", "levels.l1.1.1.b.", "levels.l1.1.0.")):
+            assert torch.equal(last[key], init[key]), key
+    assert not torch.equal(last["levels.l1.1.1.c.weight"], init["levels.l1.1.1.c.weight"])
+    assert not torch.equal(last["levels.l1.1.1.c.running_mean"], init["levels.l1.1.1.c.running_mean"])
+    _, old, _ = load_trained_model(base)
+    net, new, _ = load_trained_model(out)
+    with torch.no_grad():
+        for task in ("a", "b"):
+            x = probe(net, task)
+            assert torch.equal(old(x, task=task), new(x, task=task))
+
+
+def test_extend_a_seed_group_member_by_member(tmp_path):
+    from partc.run import is_group, member_dir
+    from partc.train.extend import extend_group
+    from partc.train.seeds import train_group
+
+    base = tmp_path / "base"
+    net = partc.loads(BASE.replace("epochs 2", "epochs 1"), str(tmp_path / "b.part"))
+    train_group(net, base, [1, 2], device="cpu", quiet=True)
+    grown = write(tmp_path / "g.part", GROWN.replace("epochs 2", "epochs 1"))
+    out = tmp_path / "grown"
+    extend_group(base, grown, out, [1, 2], device="cpu", quiet=True)
+    assert is_group(out)
+    for seed in (1, 2):
+        _, old, _ = load_trained_model(member_dir(base, seed))
+        net2, new, _ = load_trained_model(member_dir(out, seed))
+        with torch.no_grad():
+            x = probe(net2, "a")
+            assert torch.equal(old(x, task="a"), new(x, task="a"))  # each member grows its own base member
+    with pytest.raises(TrainError, match="no member for seed"):
+        extend_group(base, grown, tmp_path / "other", [3], device="cpu", quiet=True)

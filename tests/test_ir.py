@@ -165,3 +165,55 @@ def test_unused_segments_are_not_used_params():
     assert net.total_params == 633 + 148
     assert net.used_params == 633
     assert net.segment_users("l2", 2) == frozenset()
+
+
+# ---- task-owned BatchNorm, by hand (see the comments in hand_counted_task_bn.part) ----
+# Held once per segment: block(4) conv 4*1*9 + 4 = 40; mixed(4) conv 4*4*9 + 4 = 148 + batchnorm 2*4 = 8 -> 156;
+# task_batchnorm alone: 0. Each task_batchnorm(4): 2*4 = 8, once per task routed through its segment.
+# Users: l1[0] a; l1[1] a, b; l1[2] b, c; l2[0] a, b; l2[1] b, c; l3[0] a; l3[1] a, b, c.
+# Heads: a 4*3 + 3 = 15, b and c 4*2 + 2 = 10.
+
+@pytest.fixture(scope="module")
+def owned():
+    return partc.load(CASES / "hand_counted_task_bn.part")
+
+
+def test_task_owned_segment_params_by_hand(owned):
+    assert [[lv.segment_params(i) for i in range(lv.count)] for lv in owned.levels] == [[40] * 3, [156] * 2, [0] * 2]
+    assert [[lv.segment_per_task_params(i) for i in range(lv.count)] for lv in owned.levels] == [[8] * 3, [8] * 2, [8] * 2]
+    compiled = [[owned.segment_params(lv.name, i) for i in range(lv.count)] for lv in owned.levels]
+    assert compiled == [[40 + 8, 40 + 2 * 8, 40 + 2 * 8], [156 + 2 * 8, 156 + 2 * 8], [8, 3 * 8]]
+    assert [owned.graph.nodes[f"l1[{i}]"]["params"] for i in range(3)] == [48, 56, 56]
+
+
+def test_task_owned_route_params_by_hand(owned):
+    # a: l1[0] 40 + 8 (private), l1[1] 40 + 8, l2[0] 156 + 8, l3[0] 0 + 8 (private), l3[1] 0 + 8, head 15
+    assert owned.param_split("a").as_dict() == {
+        "total": 291, "shared": 40 + 156 + 0, "task_owned": 5 * 8, "private_segments": 40 + 0, "stem_head": 15}
+    # b: l1[1] 40 + 8, l1[2] 40 + 8, l2[0] 156 + 8, l2[1] 156 + 8, l3[1] 0 + 8, head 10: all shared
+    assert owned.param_split("b").as_dict() == {
+        "total": 442, "shared": 40 + 40 + 156 + 156, "task_owned": 5 * 8, "private_segments": 0, "stem_head": 10}
+    # c: l1[2] 40 + 8, l2[1] 156 + 8, l3[1] 0 + 8, head 10
+    assert owned.param_split("c").as_dict() == {
+        "total": 230, "shared": 40 + 156, "task_owned": 3 * 8, "private_segments": 0, "stem_head": 10}
+    assert {t: owned.task_params(t) for t in owned.tasks} == {"a": 291, "b": 442, "c": 230}
+    assert {t: owned.task_shared_params(t) for t in owned.tasks} == {"a": 196, "b": 392, "c": 196}
+    assert owned.param_split("a").private == 40 + 40  # private segments' own weights and its own layers
+
+
+def test_task_owned_network_params_by_hand(owned, counted):
+    held_once = 3 * 40 + 2 * 156 + 2 * 0
+    task_owned = 8 * (1 + 2 + 2) + 8 * (2 + 2) + 8 * (1 + 3)  # per level: users of each segment
+    assert owned.task_owned_params == task_owned == 104
+    assert owned.total_params == held_once + task_owned + 15 + 10 + 10 == 571
+    assert owned.used_params == 571
+    assert owned.shared_params == 40 + 40 + 156 + 156 + 0  # l1[1], l1[2], l2[0], l2[1], l3[1]: their weights held once
+    assert owned.has_per_task_layers and not counted.has_per_task_layers and counted.task_owned_params == 0
+
+
+def test_an_unused_segment_holds_no_task_owned_layers(owned):
+    text = (CASES / "hand_counted_task_bn.part").read_text(encoding="utf-8").replace("l1 = 3 x", "l1 = 4 x")
+    net = partc.loads(text, "unused")
+    assert net.segment_users("l1", 3) == frozenset()
+    assert net.segment_params("l1", 3) == 40  # its conv exists; no task owns a BatchNorm there
+    assert net.total_params == 571 + 40 and net.used_params == 571

@@ -20,7 +20,7 @@ PACKAGE = ROOT / "partc"
 # In pipeline order. A module belongs to the entry with the longest matching prefix.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("partc.version", "partc.errors", "partc.values", "partc.seeds", "partc.lazy", "partc.argtypes",
-                    "partc.devices", "partc.layers", "partc.ir", "partc.onnxrt", "partc.data.catalog",
+                    "partc.devices", "partc.layers", "partc.ir", "partc.onnxrt", "partc.stats", "partc.data.catalog",
                     "partc.train.settings")),
     ("language", ("partc.language",)),
     ("check", ("partc.passes", "partc.spec", "partc.summary", "partc.dot", "partc.ir_text", "partc.fmt")),

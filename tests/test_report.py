@@ -61,7 +61,7 @@ def test_structure_numbers_come_from_the_ir(runs):
         p = s["params"][t]
         assert p["total"] == net.task_params(t)
         assert p["shared"] == net.task_shared_params(t)
-        assert p["shared"] + p["private_segments"] + p["stem_head"] == p["total"]
+        assert p["shared"] + p["task_owned"] + p["private_segments"] + p["stem_head"] == p["total"]
     assert (s["total_params"], s["used_params"], s["shared_params"]) == (net.total_params, net.used_params,
                                                                          net.shared_params)
     # The compiled model has exactly the parameters the IR counts on each route.
@@ -85,7 +85,7 @@ def test_sharing_matrices_by_hand(runs):
     assert (m == m.T).all()
 
 
-# ---------------------------------------------------------------- results, transfer, baseline
+# ---------------------------------------------------------------- results, lesion, transfer
 def test_results_and_curves_come_from_the_run_files(runs):
     d = runs["json"]
     written = json.loads(run_paths(runs["run"])["results"].read_text())
@@ -97,15 +97,15 @@ def test_results_and_curves_come_from_the_run_files(runs):
     assert set(d["curves"]["photo"]) == {"train", "val"}
 
 
-def test_transfer_trained_accuracy_matches_the_trainers_test_accuracy(runs):
+def test_lesion_trained_accuracy_matches_the_trainers_test_accuracy(runs):
     d = runs["json"]
-    for t, m in d["transfer"].items():
+    for t, m in d["lesion"].items():
         assert m["trained_top1"] == pytest.approx(d["results"]["tasks"][t]["top1"], abs=1e-6)
         assert m["shared_segments"] == sum(
             len(runs["net"].segment_users(lv, i)) > 1 for lv, ix in runs["net"].tasks[t].path.items() for i in ix)
 
 
-def test_transfer_resets_exactly_the_shared_segments_to_init(runs):
+def test_lesion_resets_exactly_the_shared_segments_to_init(runs):
     """Recompute one task's reset accuracy by building the mixed state dict by hand."""
     net, model, _ = load_trained_model(runs["run"])
     init = load_checkpoint(run_paths(runs["run"])["init"])["model"]
@@ -120,24 +120,29 @@ def test_transfer_resets_exactly_the_shared_segments_to_init(runs):
 
     x, y = load_task_data(net, "a").test
     expected = accuracy(model, "a", x, y, torch.device("cpu"))["top1"]
-    assert runs["json"]["transfer"]["a"]["reset_top1"] == pytest.approx(expected)
-    assert runs["json"]["transfer"]["a"]["reset_top1"] < runs["json"]["transfer"]["a"]["trained_top1"]
+    assert runs["json"]["lesion"]["a"]["reset_top1"] == pytest.approx(expected)
+    assert runs["json"]["lesion"]["a"]["reset_top1"] < runs["json"]["lesion"]["a"]["trained_top1"]
 
 
 def test_a_run_without_sharing_has_nothing_to_reset(runs, tmp_path):
     d = json.loads(build_report(runs["base"], tmp_path / "r").json.read_text())
-    for m in d["transfer"].values():
+    for m in d["lesion"].values():
         assert m["shared_segments"] == 0 and m["reset_top1"] == m["trained_top1"]
     assert d["structure"]["shared_params"] == 0
 
 
-def test_baseline_difference_per_task(runs):
+def test_transfer_against_one_baseline_run_gives_no_verdict(runs):
+    """One run each: the difference, paired by the train seed, but no interval and so no verdict."""
     d = runs["json"]
     base = json.loads(run_paths(runs["base"])["results"].read_text())
-    assert Path(d["baseline"]["run"]).resolve() == runs["base"].resolve()
-    for t, m in d["baseline"]["tasks"].items():
-        assert m["baseline_top1"] == base["tasks"][t]["top1"]
-        assert m["difference"] == pytest.approx(d["results"]["tasks"][t]["top1"] - base["tasks"][t]["top1"])
+    assert Path(d["baseline"]["run"]).resolve() == runs["base"].resolve() and d["baseline"]["kind"] == "run"
+    for t, m in d["transfer"]["tasks"].items():
+        assert m["baseline_top1"] == base["tasks"][t]["top1"] and m["pairs"] == ["5"]  # SHARED_SPEC's seed
+        assert m["mean"] == pytest.approx(d["results"]["tasks"][t]["top1"] - base["tasks"][t]["top1"])
+        assert m["ci"] is None and m["verdict"].startswith("no interval from one pair of runs")
+    html = runs["report"].html.read_text()
+    assert "<td>sharing helps</td>" not in html and "<td>sharing hurts</td>" not in html
+    assert d["transfer"]["overall"]["verdict"] in html
 
 
 # ---------------------------------------------------------------- CKA on the common probe
@@ -183,8 +188,8 @@ def test_cka_value_recomputed_from_features(runs):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_gives_the_cpu_numbers(runs, tmp_path):
     d = json.loads(build_report(runs["run"], tmp_path / "gpu", device="cuda").json.read_text())
-    for t, m in runs["json"]["transfer"].items():
-        assert d["transfer"][t]["trained_top1"] == pytest.approx(m["trained_top1"], abs=0.05)
+    for t, m in runs["json"]["lesion"].items():
+        assert d["lesion"][t]["trained_top1"] == pytest.approx(m["trained_top1"], abs=0.05)
     for level, matrix in runs["json"]["cka"]["matrices"].items():
         for row, gpu_row in zip(matrix, d["cka"]["matrices"][level]):
             assert [v is None for v in row] == [v is None for v in gpu_row]
@@ -214,30 +219,69 @@ def _parse(html: str) -> _Page:
     return page
 
 
-def test_html_embeds_every_figure_and_needs_nothing_else(runs):
-    report = runs["report"]
+ALL_FIGURES = {"usage", "sharing", "sharing_by_level", "params", "accuracy", "curves", "cka", "cka_references", "lesion",
+               "transfer"}
+
+
+def assert_self_contained(report, figures: set[str]) -> _Page:
+    """The page embeds exactly these figures, as data URIs, and needs nothing else (no script, link or URL)."""
     html = report.html.read_text()
     page = _parse(html)
     pngs = sorted(report.out_dir.glob("*.png"))
-    assert {p.stem for p in pngs} == {"usage", "sharing", "sharing_by_level", "params", "accuracy", "curves", "cka",
-                                      "transfer", "baseline"}
-    embedded = {src for src in page.images}
+    assert {p.stem for p in pngs} == figures
     for png in pngs:
-        assert "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode() in embedded, png.name
+        assert "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode() in page.images, png.name
     assert len(page.images) == len(pngs)
     assert "script" not in page.tags and "link" not in page.tags
     assert all(link.startswith(("data:", "#")) for link in page.links)
     assert "http://" not in html and "https://" not in html
-    assert runs["json"]["figures"] == {p.stem: p.name for p in pngs}
+    assert json.loads(report.json.read_text())["figures"] == {p.stem: p.name for p in pngs}
+    return page
+
+
+def test_html_embeds_every_figure_and_needs_nothing_else(runs):
+    assert_self_contained(runs["report"], ALL_FIGURES)
 
 
 def test_html_shows_the_numbers_of_report_json(runs):
     html = runs["report"].html.read_text()
     d = runs["json"]
     assert f"{d['structure']['total_params']:,}" in html
-    for m in d["transfer"].values():
+    for m in d["lesion"].values():
         assert f"{100 * m['reset_top1']:.1f}%" in html
     assert "Problems" not in html  # a complete run has none
+
+
+# ---------------------------------------------------------------- task-owned BatchNorm
+def test_task_owned_batchnorm_in_structure_figures_and_lesion(tmp_path):
+    """A run whose segments hold task_batchnorm: the split counts each task's own copies apart (block(8)'s
+    conv 8*1*9+8 = 80 on l1 held once, 2*8 = 16 per task), the page shows them, and the lesion resets a
+    task's shared weights but keeps its own BatchNorm trained."""
+    spec = SHARED_SPEC.replace("batchnorm", "task_batchnorm").replace("epochs 2", "epochs 1")
+    run = make_run(tmp_path / "run", spec)
+    report, d, _ = _report(run, tmp_path)
+    net = partc.load(run / "spec.part")
+    s = d["structure"]
+    assert s["levels"][0]["params_text"] == "80 + 16/task" and s["levels"][0]["task_params_per_segment"] == [16] * 4
+    assert s["task_owned_params"] == net.task_owned_params == sum(p["task_owned"] for p in s["params"].values())
+    assert s["params"]["a"] == net.param_split("a").as_dict() and s["params"]["a"]["task_owned"] == 2 * (16 + 16 + 32)
+    html = report.html.read_text()
+    assert "own per-task layers" in html and f"{s['task_owned_params']:,} in the tasks' own per-task layers" in html
+    assert {"usage", "params"} <= set(report.figures)
+
+    model = load_trained_model(run)[1]
+    init = load_checkpoint(run_paths(run)["init"])["model"]
+    mixed = model.state_dict()
+    shared = [f"levels.{lv}.{i}." for lv, ix in net.tasks["a"].path.items() for i in ix
+              if len(net.segment_users(lv, i)) > 1]
+    for key in mixed:  # levels.l1.1.0.weight is shared; levels.l1.1.1.a.weight is a's own
+        if any(key.startswith(prefix) for prefix in shared) and key.split(".")[4:5] not in (["a"], ["b"], ["c"]):
+            mixed[key] = init[key]
+    model.load_state_dict(mixed)
+    from partc.data.load import load_task_data
+
+    x, y = load_task_data(net, "a").test
+    assert d["lesion"]["a"]["reset_top1"] == pytest.approx(accuracy(model, "a", x, y, torch.device("cpu"))["top1"])
 
 
 # ---------------------------------------------------------------- degraded runs
@@ -280,20 +324,20 @@ def test_truncated_checkpoint(runs, tmp_path):
     shutil.copytree(runs["report"].out_dir, tmp_path / "out")  # a full report was written here before
     report, d, page = _report(run, tmp_path)
     assert not (tmp_path / "out" / "cka.png").exists()  # no stale figure of the earlier report stays
-    assert any("corrupt or truncated" in p and "no CKA or transfer" in p for p in report.problems)
-    assert "cka" not in d and "transfer" not in d
+    assert any("corrupt or truncated" in p and "no CKA or lesion test" in p for p in report.problems)
+    assert "cka" not in d and "lesion" not in d
     assert {"usage", "accuracy", "curves"} <= set(report.figures)
     assert "corrupt or truncated" in report.html.read_text()
     # run.json's baseline "../base" is relative to the run directory, and this copy has none beside it.
     assert any(p.startswith("baseline run") and p.endswith("does not exist") for p in report.problems)
 
 
-def test_missing_init_checkpoint_skips_only_transfer(runs, tmp_path):
+def test_missing_init_checkpoint_skips_the_lesion_and_the_untrained_reference(runs, tmp_path):
     run = _copy_run(runs, tmp_path)
     run_paths(run)["init"].unlink()
     report, d, _ = _report(run, tmp_path)
     assert any("initial weights unavailable" in p for p in report.problems)
-    assert "transfer" not in d and "cka" in d
+    assert "lesion" not in d and "cka" in d and d["cka"]["references"]["init"] is None
 
 
 def test_only_the_spec_left(runs, tmp_path):
@@ -320,7 +364,7 @@ def test_missing_test_data_falls_back_to_a_marked_random_probe(tmp_path):
     assert d["cka"]["probes"][0]["kind"] == RANDOM_PROBE
     assert any("random normal" in p for p in report.problems)
     assert any("task 'a': test data not loaded" in p for p in report.problems)
-    assert set(d["transfer"]) == {"photo"}  # the only task whose data is still there
+    assert set(d["lesion"]) == {"photo"}  # the only task whose data is still there
 
 
 # ---------------------------------------------------------------- the command

@@ -18,6 +18,8 @@ from matplotlib.text import Text
 
 import partc
 from partc.report import figures
+from partc.report.compare import cka_references, lesion_summary, transfer
+from partc.report.results import combine_results
 from partc.report.structure import structure
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
@@ -95,29 +97,44 @@ def test_usage_map_writes_every_shared_count_and_names_every_task(paper):
 
 
 def _paper_run_sections(tasks: list[str], levels: list[str]) -> dict:
-    """Plausible report.json sections of a trained 10-task run (the figures draw whatever they are given)."""
-    results = {"source": "results.json", "epoch": None, "mean_top1": 0.8,
-               "tasks": {t: {"top1": 0.7 + 0.02 * i, "top5": 0.93 + 0.005 * i, "loss": 0.8, "samples": 1000}
-                         for i, t in enumerate(tasks)}}
+    """Plausible report.json sections of a 10-task seed group of 3 (the figures draw whatever they are given),
+    made by the report's own functions where it has them."""
+    seeds = ["1", "2", "3"]
+
+    def member(i: int, seed: int, base: float) -> dict:
+        return {"top1": base + 0.02 * i + 0.01 * seed, "top5": 0.93 + 0.005 * i, "loss": 0.8, "samples": 1000}
+
+    def group(base: float) -> dict:
+        per = {s: {"source": "results.json", "epoch": 60, "tasks": {t: member(i, int(s), base) for i, t in enumerate(tasks)}}
+               for s in seeds}
+        for r in per.values():
+            r["mean_top1"] = sum(m["top1"] for m in r["tasks"].values()) / len(tasks)
+        return combine_results(per, tasks)
+
+    results, baseline = group(0.7), group(0.69)
     epochs = list(range(1, 61))
     curves = {t: {split: {"epoch": epochs, "loss": [2.3 * math.exp(-e / (15 + i)) for e in epochs],
                           "top1": [0.95 * (1 - math.exp(-e / (10 + i))) for e in epochs]}
                   for split in ("train", "val")} for i, t in enumerate(tasks)}
-    cka = {"tasks": tasks, "levels": levels,
+    cka = {"tasks": tasks, "levels": levels, "seeds": seeds,
            "matrices": {lv: [[1.0 if a == b else 0.9 - 0.08 * k - 0.01 * abs(a - b) for b in range(len(tasks))]
                              for a in range(len(tasks))] for k, lv in enumerate(levels)},
            "probes": [{"input": "image", "tasks": tasks, "kind": "test samples of every task reading this input",
                        "samples": 250, "from_tasks": {t: 25 for t in tasks}}]}
-    transfer = {t: {"shared_segments": 30 + i % 5, "trained_top1": 0.75 + 0.01 * i, "reset_top1": 0.1 + 0.01 * i,
-                    "change": -0.65, "trained_top5": 0.95, "reset_top5": 0.5, "samples": 1000}
-                for i, t in enumerate(tasks)}
-    baseline = {"run": "runs/private", "source": "results.json",
-                "tasks": {t: {"top1": 0.75, "baseline_top1": 0.70 + 0.01 * i, "difference": 0.05 - 0.01 * i}
-                          for i, t in enumerate(tasks)}}
-    return {"results": results, "curves": curves, "cka": cka, "transfer": transfer, "baseline": baseline}
+
+    def by_seed(start: float, step: float) -> dict:
+        return {s: {lv: start - step * k + 0.01 * int(s) for k, lv in enumerate(levels)} for s in seeds}
+
+    comparison = cka_references(by_seed(0.95, 0.08), by_seed(0.99, 0.02), by_seed(0.05, 0.005), by_seed(0.94, 0.08),
+                                levels)
+    lesion = {t: {"shared_segments": 30 + i % 5, "trained_top1": 0.75 + 0.01 * i, "reset_top1": 0.1 + 0.01 * i,
+                  "change": -0.65, "trained_top5": 0.95, "reset_top5": 0.5, "samples": 1000}
+              for i, t in enumerate(tasks)}
+    return {"results": results, "curves": curves, "cka": cka, "comparison": comparison,
+            "lesion": lesion_summary({"1": lesion}, tasks), "transfer": transfer(results, baseline, tasks)}
 
 
-@pytest.mark.parametrize("name", ["accuracy", "curves", "cka", "transfer", "baseline"])
+@pytest.mark.parametrize("name", ["accuracy", "curves", "cka", "cka_references", "lesion", "transfer"])
 def test_run_figures_are_readable_at_ten_tasks(name, paper):
     tasks, levels = paper["tasks"], [lv["name"] for lv in paper["levels"]]
     d = _paper_run_sections(tasks, levels)
@@ -125,8 +142,9 @@ def test_run_figures_are_readable_at_ten_tasks(name, paper):
         "accuracy": lambda: figures.accuracy_bars(d["results"], tasks),
         "curves": lambda: figures.learning_curves(d["curves"], tasks),
         "cka": lambda: figures.cka_grid(d["cka"]),
+        "cka_references": lambda: figures.cka_references(d["comparison"]),
+        "lesion": lambda: figures.lesion_bars(d["lesion"], tasks),
         "transfer": lambda: figures.transfer_bars(d["transfer"], tasks),
-        "baseline": lambda: figures.baseline_bars(d["baseline"], tasks),
     }[name]()
     assert text_problems(fig) == []
 

@@ -19,7 +19,7 @@ from partc.train.device import Runtime
 from partc.train.progress import Progress
 from partc.train.sampling import TaskStream, interleaved_schedule, steps_per_epoch, task_batch_sizes
 from partc.train.session import Trainer
-from tests.train_specs import PLAIN, PRIVATE, TINY, UNUSED, head_state, same, segment_state
+from tests.train_specs import OWNED, PLAIN, PRIVATE, TINY, UNUSED, head_state, own_state, same, segment_state
 
 CPU = Runtime(torch.device("cpu"))
 
@@ -201,6 +201,74 @@ def test_interleaved_step_of_one_task_leaves_other_tasks_bit_identical(tiny):
     assert opt_b == json.dumps({k: str(v) for k, v in trainer.optimizers["b"].state_dict()["state"].items()})
 
 
+# ---- task-owned BatchNorm (task_batchnorm): each task's copies move with that task alone ----
+
+@pytest.fixture(scope="module")
+def owned():
+    net = partc.loads(OWNED, "owned.part")
+    return net, load_all(net)
+
+
+def _moved(before: dict, after: dict) -> set[str]:
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def test_fused_steps_without_a_task_leave_its_own_batchnorms_bit_identical(owned):
+    """Shared segments move under tasks b and c; task a's own copies in them (weights and running
+    statistics) do not, while every copy of b and c on their paths does."""
+    net, data = owned
+    trainer = Trainer(net, resolve_config(net), CPU, data)
+    trainer.train_epoch(0, lambda: None)  # the optimizer has state for every copy now
+    model, optimizer = trainer.model, trainer.optimizers["all"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    for _ in range(2):
+        batches = {t: trainer.feeds[t].next() for t in "bc"}
+        logits = model.forward_all({t: x for t, (x, _) in batches.items()})
+        optimizer.zero_grad(set_to_none=True)
+        sum(torch.nn.functional.cross_entropy(logits[t], batches[t][1]) for t in batches).backward()
+        optimizer.step()
+    moved = _moved(before, model.state_dict())
+    assert own_state(before, "a") and not moved & set(own_state(before, "a"))
+    assert "levels.l1.1.0.weight" in moved  # l1[1]'s conv, which a shares with b
+    for t in "bc":
+        stats = [k for k in own_state(before, t) if k.endswith(("weight", "running_mean", "running_var"))]
+        assert stats and set(stats) <= moved, t
+
+
+def test_fused_gradient_of_one_task_never_reaches_another_tasks_own_batchnorms(owned):
+    net, data = owned
+    trainer = Trainer(net, resolve_config(net), CPU, data)
+    model = trainer.model.train()
+    batches = {t: feed.next() for t, feed in trainer.feeds.items()}
+    logits = model.forward_all({t: x for t, (x, _) in batches.items()})
+    for source in "abc":
+        loss = torch.nn.functional.cross_entropy(logits[source], batches[source][1])
+        for owner in "abc":
+            params = list(own_state(dict(model.named_parameters()), owner).values())
+            grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+            reached = any(g is not None and bool(g.abs().sum() > 0) for g in grads)
+            assert reached == (owner == source), (source, owner)
+
+
+def test_interleaved_step_of_one_task_moves_only_its_own_batchnorms(owned):
+    net, data = owned
+    trainer = Trainer(net, resolve_config(net, mode="interleaved"), CPU, data)
+    trainer.train_epoch(0, lambda: None)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    from partc.train.loop import Meter, interleaved_epoch
+
+    meters = {t: Meter(net.tasks[t].classes, CPU.device) for t in net.tasks}
+    interleaved_epoch(trainer.model, trainer.optimizers, trainer.feeds, trainer.weights, [("a", 1)], meters, CPU,
+                      lambda: None)
+    moved = _moved(before, trainer.model.state_dict())
+    for t in "bc":
+        assert own_state(before, t) and not moved & set(own_state(before, t)), t
+    assert {k for k in own_state(before, "a") if k.endswith(("weight", "running_mean", "num_batches_tracked"))} <= moved
+    others = {id(p) for t in "bc" for p in own_state(dict(trainer.model.named_parameters()), t).values()}
+    assert others and others.isdisjoint(id(p) for g in trainer.optimizers["a"].param_groups for p in g["params"])
+
+
 @pytest.mark.parametrize("mode", ["fused", "interleaved"])
 def test_segments_on_no_path_never_change(tmp_path, tiny, mode):
     net, data = tiny  # AdamW with weight decay: decay must not reach parameters without a gradient
@@ -301,7 +369,7 @@ def test_resume_errors_leave_files_intact(tmp_path, tiny):
 
 
 def test_no_sharing_baseline(tmp_path):
-    for spec in ("split_digits", "cifar100_part", "mixed_inputs"):
+    for spec in ("split_digits", "cifar100_part", "mixed_inputs", "digit_domains"):
         net = partc.load(f"specs/{spec}.part")
         from partc.passes import verify
         from partc.train.nosharing import unshare

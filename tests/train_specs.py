@@ -5,6 +5,7 @@ augmentation on one task, a `sampling` ratio, AdamW with weight decay, and
 segment 4 of every level on no task's path.
 Private segments: a -> l1[0], l3[0]; b -> l2[2], l3[2]; c -> l1[3], l2[3], l3[3].
 PLAIN: the same routes without BatchNorm or dropout (no cross-row coupling).
+OWNED: TINY with task-owned BatchNorm (task_batchnorm): each task its own copy in every segment.
 """
 
 TINY = """
@@ -38,6 +39,8 @@ network plain {
 }
 """
 
+OWNED = TINY.replace("network tiny", "network tiny_owned").replace("batchnorm", "task_batchnorm")
+
 PRIVATE = {"a": [("l1", 0), ("l3", 0)], "b": [("l2", 2), ("l3", 2)], "c": [("l1", 3), ("l2", 3), ("l3", 3)]}
 UNUSED = [("l1", 4), ("l2", 4), ("l3", 4)]
 
@@ -45,6 +48,11 @@ UNUSED = [("l1", 4), ("l2", 4), ("l3", 4)]
 def segment_state(state_dict, level, index):
     prefix = f"levels.{level}.{index}."
     return {k: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def own_state(state_dict, task):
+    """The task's own copies of per-task layers: levels.<level>.<i>.<position>.<task>.<weight, bias, statistics>."""
+    return {k: v for k, v in state_dict.items() if k.startswith("levels.") and k.split(".")[4:5] == [task]}
 
 
 def head_state(state_dict, task):

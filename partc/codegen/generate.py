@@ -8,7 +8,8 @@ parameter tables. Every file is deterministic (no timestamps, spec order),
 so the committed copies under `generated/` are guarded by a golden test.
 
 `model.py` comes from one jinja2 template per construct (templates/):
-header, segment-template class, model class, task forward method.
+header, the base class of segments with per-task layers (only when the
+network has some), segment-template class, model class, task forward method.
 """
 
 from __future__ import annotations
@@ -19,8 +20,16 @@ from pathlib import Path
 
 import jinja2
 
-from partc.codegen.torch_code import SegmentClass, class_key, class_name, concrete_layers, segment_class
-from partc.ir import Network, SegmentGroup
+from partc.codegen.torch_code import (
+    TASK_SEGMENT,
+    SegmentClass,
+    class_key,
+    class_name,
+    concrete_layers,
+    segment_class,
+    tasks_code,
+)
+from partc.ir import Level, Network, SegmentGroup
 from partc.layers import PRIMITIVES
 from partc.version import __version__
 
@@ -73,6 +82,8 @@ def render_model(net: Network) -> str:
     model_class = _unique(class_name(net.name), {c.name for c in classes.values()})
     parts = [_render("header.py.j2", net=net, version=__version__, spec_file=spec_file_name(net),
                      model_class=model_class, first_task=next(iter(net.tasks)))]
+    if net.has_per_task_layers:
+        parts.append(_render("task_segment.py.j2", name=TASK_SEGMENT))
     parts += [_render("segment.py.j2", cls=cls, max_line=MAX_LINE) for cls in classes.values()]
     stems = {}
     for name, task in net.tasks.items():
@@ -84,7 +95,7 @@ def render_model(net: Network) -> str:
     parts.append(_render(
         "model.py.j2", name=model_class, net=net,
         tasks=_tuple_lines("TASKS", [f'"{t}"' for t in net.tasks], indent=4),
-        levels=[_level_view(level, classes) for level in net.levels],
+        levels=[_level_view(net, level, classes) for level in net.levels],
         posts={lv.name: _sequential(concrete_layers(lv.then)) for lv in net.levels},
         stems=stems,
         heads={t.name: _sequential(concrete_layers(t.head)) for t in net.tasks.values()},
@@ -97,7 +108,7 @@ def _segment_classes(net: Network, stem_groups: dict[str, SegmentGroup]) -> dict
     """One class per (template, tensor ranks) the spec uses, named after the template, in spec order."""
     groups = [g for lv in net.levels for g in lv.groups] + list(stem_groups.values())
     classes: dict[tuple, SegmentClass] = {}
-    taken = {"Tensor"}
+    taken = {"Tensor", TASK_SEGMENT} if net.has_per_task_layers else {"Tensor"}
     for group in groups:
         key = class_key(group)
         if group.template in PRIMITIVES or key in classes:
@@ -115,15 +126,49 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _level_view(level, classes: dict[tuple, SegmentClass]) -> dict:
-    parts = []
+def _level_view(net: Network, level: Level, classes: dict[tuple, SegmentClass]) -> dict:
+    """The level's `nn.ModuleList(...)` as lines: `[Segment(...) for _ in range(n)]` per group, or, for a
+    group with per-task layers, one constructor call per segment, naming the tasks routed through it."""
+    parts, start = [], 0
     for group in level.groups:
-        if group.template in PRIMITIVES:
-            one = _sequential(concrete_layers(group.layers))
+        if not group.has_per_task_layers:
+            parts.append([f"[{_segment_call(group, level, classes)} for _ in range({group.count})]"])
         else:
-            one = classes[class_key(group)].call(group, level.in_shape)
-        parts.append(f"[{one} for _ in range({group.count})]")
-    return {"name": level.name, "parts": parts}
+            users = [[t for t in net.tasks if t in net.segment_users(level.name, i)]
+                     for i in range(start, start + group.count)]
+            calls = [_segment_lines(_segment_call(group, level, classes, u), u, indent=20) for u in users]
+            parts.append(["["] + [f"    {line}" for lines in calls for line in lines] + ["]"])
+        start += group.count
+    if len(parts) == 1:
+        lines = [f'"{level.name}": nn.ModuleList({parts[0][0]}'] + parts[0][1:]
+        lines[-1] += "),"
+    else:
+        lines = [f'"{level.name}": nn.ModuleList(']
+        for k, part in enumerate(parts):
+            lead = "+ " if k else ""
+            lines += [f"    {lead}{part[0]}"] + [f"    {line}" for line in part[1:]]
+        lines.append("),")
+    return {"name": level.name, "lines": lines}
+
+
+def _segment_lines(call: str, tasks: list[str], indent: int) -> list[str]:
+    """A segment's constructor call as a list item; too long for one line, broken inside its task tuple."""
+    if indent + len(call) + 1 <= MAX_LINE:
+        return [call + ","]
+    names = tasks_code(tasks)
+    cut = call.rindex(names)
+    items = [f'"{t}"' for t in tasks]
+    body = [f"    {', '.join(group)}," for group in _fill_lines(items, indent + 4, ", ")]
+    return [call[:cut] + "("] + body + [")" + call[cut + len(names):] + ","]
+
+
+def _segment_call(group: SegmentGroup, level: Level, classes: dict[tuple, SegmentClass],
+                  tasks: list[str] | None = None) -> str:
+    """The constructor call of one segment of `group` (`tasks`: its users, for per-task layers)."""
+    if group.template not in PRIMITIVES:
+        return classes[class_key(group)].call(group, level.in_shape, tasks)
+    calls = concrete_layers(group.layers, tasks)
+    return f"{TASK_SEGMENT}({', '.join(calls)})" if tasks is not None else _sequential(calls)
 
 
 def _sequential(calls: list[str]) -> str:
@@ -134,7 +179,9 @@ def _task_view(net: Network, name: str) -> dict:
     task = net.tasks[name]
     steps = []
     for level in net.levels:
-        terms = [f"seg[{i}](x)" for i in task.path[level.name]] + (["x"] if level.residual else [])
+        own = {i for i in task.path[level.name] if level.group_of(i).has_per_task_layers}
+        terms = [f'seg[{i}](x, "{name}")' if i in own else f"seg[{i}](x)" for i in task.path[level.name]]
+        terms += ["x"] if level.residual else []
         if level.then:
             head, tail = f'x = self.posts["{level.name}"](', ")"
         else:
@@ -175,7 +222,7 @@ def _fill_lines(items: list[str], indent: int, sep: str) -> list[list[str]]:
 # ---- summary.md ----
 
 def render_summary(net: Network) -> str:
-    from partc.summary import summary
+    from partc.summary import segment_params_text, summary
 
     spec_file = spec_file_name(net)
     check = summary(dataclasses.replace(net, file=spec_file))
@@ -186,13 +233,11 @@ def render_summary(net: Network) -> str:
         paths.append([name] + cells)
     tasks = []
     for name, task in net.tasks.items():
-        total, shared = net.task_params(name), net.task_shared_params(name)
-        stem_head = task.stem_params + task.head_params
-        tasks.append([name, task.classes, total, shared, total - shared - stem_head, stem_head])
+        split = net.param_split(name)
+        tasks.append([name, task.classes, split.total, split.shared, split.private, split.task_owned, split.stem_head])
     levels = []
     for lv in net.levels:
-        per_segment = sorted({lv.segment_params(i) for i in range(lv.count)})
-        level_total = sum(lv.segment_params(i) for i in range(lv.count))
-        levels.append([lv.name, lv.count, "/".join(f"{p:,}" for p in per_segment), level_total])
+        level_total = sum(net.segment_params(lv.name, i) for i in range(lv.count))
+        levels.append([lv.name, lv.count, segment_params_text(lv), level_total])
     return _render("summary.md.j2", net=net, version=__version__, spec_file=spec_file, check=check,
-                   paths=paths, tasks=tasks, levels=levels)
+                   paths=paths, tasks=tasks, levels=levels, owned=net.has_per_task_layers)

@@ -8,6 +8,12 @@ as names (`nn.Conv2d(in_channels, c, kernel_size=3, padding=1)`), so one
 generated class serves every level that uses the template; sizes that
 depend on where the segment sits (a linear layer after `flatten`, a
 layernorm's shape) become extra constructor arguments.
+
+A per-task layer (`task_batchnorm`) is written as
+`nn.ModuleDict({task: nn.BatchNorm2d(c) for task in tasks})`: one copy for
+each task routed through the segment, which the segment's class takes as
+`tasks` and whose `forward(x, task)` runs (`TASK_SEGMENT`, the base class
+of such segments, written once into model.py).
 """
 
 from __future__ import annotations
@@ -21,7 +27,11 @@ from partc.ir import Layer, ParamRef, SegmentGroup, Template
 from partc.layers import IN_CHANNELS, IN_SHAPE, PRIMITIVES, REQUIRED, Const
 
 # Names a generated constructor must not take: they would shadow what its body uses.
-RESERVED = {"self", "nn", "torch", "super", "in_channels", "Tensor"}
+RESERVED = {"self", "nn", "torch", "super", "in_channels", "Tensor", "tasks", "task"}
+
+# The base class of generated segments holding per-task layers, and the name of the argument listing their tasks.
+TASK_SEGMENT = "TaskSegment"
+TASKS_ARG = "tasks"
 
 
 @dataclass(frozen=True)
@@ -49,9 +59,10 @@ def class_name(name: str) -> str:
     return camel or "Segment"
 
 
-def layer_code(layer: Layer, args: dict[str, Any], width: Any, shape: Any) -> str:
+def layer_code(layer: Layer, args: dict[str, Any], width: Any, shape: Any, tasks: str = TASKS_ARG) -> str:
     """The `nn` call that builds `layer`. `args` may hold `Sym`s; `width` and `shape` stand for the
-    input's channel count and whole shape (numbers, or `Sym`s inside a template)."""
+    input's channel count and whole shape (numbers, or `Sym`s inside a template); `tasks` is the
+    expression naming the tasks that each own a copy of a per-task layer."""
     prim = PRIMITIVES[layer.op]
     module = prim.torch(len(layer.in_shape), layer.args)
     parts = []
@@ -69,12 +80,21 @@ def layer_code(layer: Layer, args: dict[str, Any], width: Any, shape: Any) -> st
                                  and not isinstance(value, Sym) and default is not REQUIRED and value == default):
                 continue
         parts.append(code(value) if index < module.positional else f"{torch_name}={code(value)}")
-    return f"nn.{module.cls}({', '.join(parts)})"
+    call = f"nn.{module.cls}({', '.join(parts)})"
+    return f"nn.ModuleDict({{task: {call} for task in {tasks}}})" if layer.per_task else call
 
 
-def concrete_layers(layers: list[Layer]) -> list[str]:
-    """Constructor calls of layers bound to numbers (stems, heads, `then`, primitive levels)."""
-    return [layer_code(layer, layer.args, layer.in_shape[0], list(layer.in_shape)) for layer in layers]
+def tasks_code(tasks: list[str]) -> str:
+    """A tuple of task names as Python source: `("a", "b")`, `("a",)`, `()`."""
+    names = ", ".join('"' + t + '"' for t in tasks)  # task names are identifiers: nothing to escape
+    return f"({names},)" if len(tasks) == 1 else f"({names})"
+
+
+def concrete_layers(layers: list[Layer], tasks: list[str] | None = None) -> list[str]:
+    """Constructor calls of layers bound to numbers (stems, heads, `then`, primitive levels; `tasks`: a
+    primitive level's segment's users, for its per-task layers)."""
+    return [layer_code(layer, layer.args, layer.in_shape[0], list(layer.in_shape), tasks_code(tasks or []))
+            for layer in layers]
 
 
 @dataclass
@@ -85,6 +105,7 @@ class SegmentClass:
     template: Template
     params: list[str]  # Python names of the template's parameters, in order
     param_types: list[str]  # their types at the first use (int, float, bool)
+    per_task: list[int] = field(default_factory=list)  # positions of per-task layers
     uses_in_channels: bool = False
     sizes: list[tuple[str, int]] = field(default_factory=list)  # (constructor arg, layer index)
     layers: list[tuple[str, str]] = field(default_factory=list)  # (constructor call, layer as written)
@@ -93,9 +114,18 @@ class SegmentClass:
         params = self.template.params
         return f"{self.template.name}({', '.join(params)})" if params else self.template.name
 
+    @property
+    def base(self) -> str:
+        return TASK_SEGMENT if self.per_task else "nn.Sequential"
+
     def size_notes(self) -> list[str]:
-        """What each extra size argument is, for the class docstring."""
+        """What each extra size argument (and `tasks`) is, for the class docstring."""
         notes = []
+        if self.per_task:
+            numbers = [str(i) for i in self.per_task]
+            where = f"layer {numbers[0]}" if len(numbers) == 1 else f"layers {', '.join(numbers[:-1])} and {numbers[-1]}"
+            ops = ", ".join(dict.fromkeys(self.template.layers[i].op for i in self.per_task))
+            notes.append(f"{TASKS_ARG}: the tasks routed through the segment; each owns its own copy of {where} ({ops}).")
         for name, index in self.sizes:
             what = "shape" if name.startswith("shape_") else "width"
             notes.append(f"{name}: the input {what} of layer {index} ({self.layers[index][0].split('(')[0]}), "
@@ -118,15 +148,19 @@ class SegmentClass:
         args = (["in_channels: int"] if self.uses_in_channels else [])
         args += [f"{p}: {kind}" for p, kind in zip(self.params, self.param_types)]
         args += [f"{name}: {'list[int]' if name.startswith('shape_') else 'int'}" for name, _ in self.sizes]
+        args += [f"{TASKS_ARG}: tuple[str, ...]"] if self.per_task else []
         return ", ".join(["self"] + args)
 
-    def call(self, group: SegmentGroup, in_shape: tuple[int, ...]) -> str:
-        """The constructor call building one segment of `group` (a level's or stem's use of the template)."""
+    def call(self, group: SegmentGroup, in_shape: tuple[int, ...], tasks: list[str] | None = None) -> str:
+        """The constructor call building one segment of `group` (a level's or stem's use of the template);
+        `tasks`: the segment's users, when the template has per-task layers."""
         args = [f"in_channels={in_shape[0]}"] if self.uses_in_channels else []
         args += [f"{p}={group.template_args[t]!r}" for p, t in zip(self.params, self.template.params)]
         for name, index in self.sizes:
             shape = group.layers[index].in_shape
             args.append(f"{name}={list(shape) if name.startswith('shape_') else shape[0]!r}")
+        if self.per_task:
+            args.append(f"{TASKS_ARG}={tasks_code(tasks or [])}")
         return f"{self.name}({', '.join(args)})"
 
 
@@ -151,7 +185,10 @@ def segment_class(template: Template, group: SegmentGroup, name: str) -> Segment
                 width = Sym(f"size_{index}")
                 cls.sizes.append((width.name, index))
             cls.uses_in_channels |= width == Sym("in_channels")
-        cls.layers.append((layer_code(layer, args, width, shape), written.written if written.args else ""))
+        if layer.per_task:
+            cls.per_task.append(index)
+        comment = written.written if written.args or layer.per_task else ""
+        cls.layers.append((layer_code(layer, args, width, shape), comment))
         if prim.channels is None:
             width = None
         elif prim.channels != "same":

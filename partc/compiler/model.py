@@ -10,6 +10,12 @@ BatchNorm layers normalise each task's rows with that task's own batch
 statistics by default (`batchnorm="per_task"`), so the fused step computes
 what one forward per task would; `batchnorm="joint"` normalises all the rows
 together.
+
+A per-task layer (`task_batchnorm`) is owned by each task routed through its
+segment: the segment holds {task: layer} at that position (partc.compiler.
+modules), a task's fx module calls that segment's layers one by one with
+its own copy, and `forward_all`, in train and eval mode alike, runs each
+task's rows through that task's copy.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
-from partc.compiler.modules import build_sequential
+from partc.compiler.modules import build_sequential, is_task_owned, segment_layers
 from partc.ir import Network
+from partc.layers import module_path
 
 BATCHNORM_MODES = ("per_task", "joint")
 
@@ -40,24 +47,27 @@ class PartModel(nn.Module):
         self.net = net
         self.batchnorm = batchnorm
         self.task_names = list(net.tasks)
-        self.levels = nn.ModuleDict()
-        self.posts = nn.ModuleDict()  # each level's parameter-free `then` ops
-        for level in net.levels:
-            segments = []
-            for i in range(level.count):
-                segments.append(build_sequential(level.group_of(i).layers))
-            self.levels[level.name] = nn.ModuleList(segments)
-            self.posts[level.name] = build_sequential(level.then)
-        self.stems = nn.ModuleDict(
-            {name: build_sequential(t.stem) for name, t in net.tasks.items() if t.stem is not None}
-        )
-        self.heads = nn.ModuleDict({name: build_sequential(t.head) for name, t in net.tasks.items()})
         # Static routing tables: which tasks run each segment (order of self.task_names).
         self._segment_users = {
             (lv.name, i): [t for t in self.task_names if i in net.tasks[t].path[lv.name]]
             for lv in net.levels
             for i in range(lv.count)
         }
+        # Segments holding per-task layers: they run layer by layer, each task with its own copies.
+        self._task_owned = {(lv.name, i) for lv in net.levels for i in range(lv.count)
+                            if lv.group_of(i).has_per_task_layers}
+        self.levels = nn.ModuleDict()
+        self.posts = nn.ModuleDict()  # each level's parameter-free `then` ops
+        for level in net.levels:
+            segments = []
+            for i in range(level.count):
+                segments.append(build_sequential(level.group_of(i).layers, self._segment_users[level.name, i]))
+            self.levels[level.name] = nn.ModuleList(segments)
+            self.posts[level.name] = build_sequential(level.then)
+        self.stems = nn.ModuleDict(
+            {name: build_sequential(t.stem) for name, t in net.tasks.items() if t.stem is not None}
+        )
+        self.heads = nn.ModuleDict({name: build_sequential(t.head) for name, t in net.tasks.items()})
         # Not registered as submodules: they share this model's modules by reference.
         self._task_modules: dict[tuple[str, bool], fx.GraphModule] = {}
         self._row_plans: dict[tuple[int, ...], dict] = {}
@@ -94,17 +104,19 @@ class PartModel(nn.Module):
         self._batchnorm = mode
 
     # ---- look-ups ----
-    def segment(self, level: str, index: int) -> nn.Module:
+    def segment(self, level: str, index: int) -> nn.Sequential:
+        """Segment `index` of `level`; one with per-task layers runs through `segment_layers(segment, task)`."""
         return self.levels[level][index]
 
     def task_parameters(self, task: str) -> list[nn.Parameter]:
-        """Parameters on `task`'s route: its stem, its path's segments, its head."""
+        """Parameters on `task`'s route: its stem, its path's segments (of their per-task layers, its own
+        copies only), its head."""
         self._check_task(task)
         modules: list[nn.Module] = []
         if task in self.stems:
             modules.append(self.stems[task])
         for level, indices in self.net.tasks[task].path.items():
-            modules += [self.levels[level][i] for i in indices]
+            modules += [m for i in indices for m in segment_layers(self.levels[level][i], task)]
         modules.append(self.heads[task])
         return [p for m in modules for p in m.parameters()]
 
@@ -144,11 +156,12 @@ class PartModel(nn.Module):
             # what autograd saved (a ReLU keeps its output for the backward pass).
             out = None
             for i, segment in enumerate(self.levels[level.name]):
-                rows, sizes = plan[(level.name, i)]
+                rows, present, sizes = plan[(level.name, i)]
                 if rows is None:  # no task in this batch routes through the segment
                     continue
                 contiguous = isinstance(rows, slice)
-                y = self._run_segment(segment, h[rows] if contiguous else h.index_select(0, rows), sizes)
+                x = h[rows] if contiguous else h.index_select(0, rows)
+                y = self._run_segment(segment, x, present, sizes, (level.name, i) in self._task_owned)
                 if out is None:
                     out = y.new_zeros((h.shape[0],) + y.shape[1:])
                 if contiguous:
@@ -163,26 +176,35 @@ class PartModel(nn.Module):
             logits[t] = self.heads[t](h[start:stop])
         return logits
 
-    def _run_segment(self, segment: nn.Sequential, x: Tensor, sizes: tuple[int, ...]) -> Tensor:
-        """One segment over the rows of its tasks (`sizes`: each task's row count, in row order).
+    def _run_segment(self, segment: nn.Sequential, x: Tensor, tasks: tuple[str, ...], sizes: tuple[int, ...],
+                     task_owned: bool) -> Tensor:
+        """One segment over the rows of its tasks (`tasks` in row order, `sizes`: each one's row count).
 
         With per-task BatchNorm in train mode, each BatchNorm layer runs once per task chunk ("ghost
         batch norm"): every task is normalised by its own batch statistics, and calling the layer
         itself chunk by chunk, in task order, updates the running statistics (and a batch of one
-        fails) exactly as one forward per task would. Every other layer runs on all the rows at once.
+        fails) exactly as one forward per task would. A per-task layer (`task_owned` segments) runs
+        once per task chunk with that task's own copy, in train and eval mode. Every other layer runs
+        on all the rows at once.
         """
-        if not (self.training and self.batchnorm == "per_task" and len(sizes) > 1):
+        ghost = self.training and self.batchnorm == "per_task" and len(sizes) > 1
+        if not (ghost or task_owned):
             return segment(x)
         for layer in segment:
-            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            if is_task_owned(layer):
+                if len(tasks) == 1:
+                    x = layer[tasks[0]](x)
+                else:
+                    x = torch.cat([layer[t](chunk) for t, chunk in zip(tasks, x.split(sizes))])
+            elif ghost and isinstance(layer, nn.modules.batchnorm._BatchNorm):
                 x = torch.cat([layer(chunk) for chunk in x.split(sizes)])
             else:
                 x = layer(x)
         return x
 
     def _row_plan(self, tasks: tuple[str, ...], sizes: tuple[int, ...], device: torch.device) -> dict:
-        """Which rows of the concatenated batch each segment runs on, and how many of them each of
-        its tasks owns, in row order (cached per shape and device).
+        """Which rows of the concatenated batch each segment runs on, which of its tasks they belong
+        to and how many each owns, in row order (cached per shape and device).
 
         Gathered rows keep the tasks' order, so a segment's rows are its tasks' spans end to end.
         Index tensors live on the batch's device: CUDA index_select/index_add_ refuse CPU indices.
@@ -199,14 +221,15 @@ class PartModel(nn.Module):
         span_of = dict(zip(tasks, spans))
         plan: dict = {"spans": spans}
         for (level, i), users in self._segment_users.items():
-            present = [span_of[t] for t in users if t in span_of]
+            names = tuple(t for t in users if t in span_of)
+            present = [span_of[t] for t in names]
             sizes = tuple(b - a for a, b in present)
             if not present:
-                plan[(level, i)] = (None, sizes)
+                plan[(level, i)] = (None, names, sizes)
             elif _contiguous(present):
-                plan[(level, i)] = (slice(present[0][0], present[-1][1]), sizes)
+                plan[(level, i)] = (slice(present[0][0], present[-1][1]), names, sizes)
             else:
-                plan[(level, i)] = (torch.cat([torch.arange(a, b, device=device) for a, b in present]), sizes)
+                plan[(level, i)] = (torch.cat([torch.arange(a, b, device=device) for a, b in present]), names, sizes)
         self._row_plans[key] = plan
         return plan
 
@@ -216,7 +239,11 @@ def _contiguous(spans: list[tuple[int, int]]) -> bool:
 
 
 def _task_graph(net: Network, name: str, features: bool) -> fx.Graph:
-    """An fx graph calling only task `name`'s modules: stem, sum per level, residual, then, head."""
+    """An fx graph calling only task `name`'s modules: stem, sum per level, residual, then, head.
+
+    A segment runs as one module call, or, when it holds per-task layers, layer by layer with the
+    task's own copy of those (`levels.l2.5.1.<task>`), so the module holds none of another task's.
+    """
     task = net.tasks[name]
     g = fx.Graph()
     h = g.placeholder("x")
@@ -226,7 +253,13 @@ def _task_graph(net: Network, name: str, features: bool) -> fx.Graph:
     for level in net.levels:
         total = None
         for i in task.path[level.name]:
-            y = g.call_module(f"levels.{level.name}.{i}", (h,))
+            container, group = f"levels.{level.name}.{i}", level.group_of(i)
+            if group.has_per_task_layers:
+                y = h
+                for j, layer in enumerate(group.layers):
+                    y = g.call_module(module_path(container, j, layer.op, name), (y,))
+            else:
+                y = g.call_module(container, (h,))
             total = y if total is None else g.call_function(operator.add, (total, y))
         if level.residual:
             total = g.call_function(operator.add, (total, h))

@@ -38,11 +38,12 @@ COMMON_OPTIONS = {
     "perspective": "with augment=true: random perspective of this distortion scale, p=0.5 (default 0: off)",
     "normalize": "true (default): per-task mean/std normalisation",
     "limit": "use at most this many training samples (quick runs)",
+    "label_noise": "this fraction of each class's training labels replaced by another class (studies; default 0)",
 }
 
 # Defaults the loaders use for options a spec leaves out.
 OPTION_DEFAULTS: dict[str, Any] = {
-    "val": 0.1, "test": 0.2, "augment": False, "perspective": 0.0, "normalize": True, "limit": None,
+    "val": 0.1, "test": 0.2, "augment": False, "perspective": 0.0, "normalize": True, "limit": None, "label_noise": 0.0,
 }
 
 
@@ -54,6 +55,7 @@ OPTION_VALUES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "perspective": (lambda v: is_number(v) and 0 <= v < 1, "a distortion scale in [0, 1), e.g. perspective=0.5"),
     "normalize": (lambda v: isinstance(v, bool), "true or false"),
     "limit": (lambda v: is_int(v) and v > 0, "a positive number of training samples, e.g. limit=500"),
+    "label_noise": (lambda v: is_number(v) and 0 <= v < 1, "a fraction in [0, 1), e.g. label_noise=0.2"),
     "size": (
         lambda v: (is_int(v) and v > 0) or (isinstance(v, list) and len(v) == 2 and all(is_int(i) and i > 0 for i in v)),
         "an image size in pixels: size=32 or size=[height, width]",

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from partc.data.identity import index_identities
 from partc.data.raw import RawData, missing_path_error, resolve_path
 from partc.errors import DataError, Location
 
@@ -83,6 +84,9 @@ def read_cifar(source: str, root_arg: str, bases: list[Path], loc: Location | No
         y_test=np.concatenate([y for _, y in test]),
         scale=1 / 255,
         origin=str(root),
+        # Known by position in the official files (wherever they are unpacked): the same data set, the same samples.
+        ids=index_identities(f"{source}/train", sum(len(y) for _, y in train)),
+        test_ids=index_identities(f"{source}/test", sum(len(y) for _, y in test)),
     )
 
 

@@ -10,12 +10,14 @@ Every source goes through the same steps after its reader (the registry in
    class names (or taken as class ids); a lookup table maps source ids to
    0..k-1. (The PaRT reference remaps in place, one class at a time, which
    merges classes when an old id equals an already assigned new one.)
-2. splits (`partc.data.splits`), seeded by SHA-256(net.seed / task / "split"): the source's own
-   test split where it has one (CIFAR, npz with x_test), else `test` (0.2)
-   of each class held out; then `val` (0.1) of each class of the rest;
-   then `limit` caps the training samples, keeping the class balance.
-   Stratified counts are apportioned by largest remainder, so totals are
-   exact.
+2. splits (`partc.data.splits`), by sample: every sample's role follows
+   from the network seed and the sample's identity, planned together for
+   all tasks on the same source: the source's own test split where it has
+   one (CIFAR, npz with x_test), else round(`test` x n_c) (0.2) of each
+   class c; then round(`val` x rest) (0.1) of each class; a sample some
+   task holds out trains no task; then `limit` caps the training samples,
+   keeping the class balance. `label_noise` then makes a share of the
+   training labels wrong (`partc.data.noise`).
 3. normalisation (`partc.data.normalise`; `normalize=true`, the default): per-channel mean and std
    of the *training* split (channel = axis 1 of the batch, so a flat input
    gets per-feature statistics), applied to every split and kept in
@@ -28,6 +30,7 @@ first, then relative to the spec file's folder; the error lists both.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,14 +42,14 @@ from partc.data.augment import PERSPECTIVE_P
 from partc.data.augment import augment_batch as _augment_batch
 from partc.data.augment import perspective_batch as _perspective_batch
 from partc.data.catalog import OPTION_DEFAULTS, SOURCES, check_combination, check_option
+from partc.data.noise import noisy_labels
 from partc.data.normalise import channel_stats, normalise
 from partc.data.raw import RawData
 from partc.data.sources import SourceReader
-from partc.data.splits import check_classes, class_ids, select_classes, stratified_split
+from partc.data.splits import SplitPlan, TaskRequest, check_classes, class_ids, plan_splits, relabel, select_classes
 from partc.errors import DataError
 from partc.ir import DataSpec, Network, Task
 from partc.language.printer import shape_text, value_text
-from partc.seeds import derived_seed
 
 Split = tuple[torch.Tensor, torch.Tensor]  # x float32 (n, *input_shape), y int64 (n,)
 
@@ -67,6 +70,7 @@ class TaskData:
     augment: bool  # the spec asks for augment_batch on training batches
     input_shape: tuple[int, ...] = field(default=())
     perspective: float = 0.0  # distortion scale of augment_batch's random perspective (0: none)
+    ids: dict[str, np.ndarray] | None = None  # {split: identity of each sample} (`partc.data.identity`)
 
     @property
     def classes(self) -> int:
@@ -76,6 +80,15 @@ class TaskData:
     def pad_value(self) -> list[float]:
         """A black pixel after normalisation: what augmentation pads with."""
         return [(0.0 - m) / s for m, s in zip(self.mean, self.std, strict=True)]
+
+    def split_digest(self) -> str | None:
+        """16 hex digits naming which samples are in which split: runs with equal digests saw the same splits."""
+        if self.ids is None:
+            return None
+        h = hashlib.sha256()
+        for split in ("train", "val", "test"):
+            h.update(split.encode() + np.sort(np.asarray(self.ids[split], dtype="<u8")).tobytes())
+        return h.hexdigest()[:16]
 
     def augment_batch(self, x: torch.Tensor, generator: torch.Generator,
                       part: tuple[int, int] | None = None) -> torch.Tensor:
@@ -110,50 +123,47 @@ def search_bases(net: Network, data_root: str | Path | None = None) -> list[Path
     return bases
 
 
+@dataclass
+class _Prepared:
+    """A task's options, its source's samples and its classes: everything its split needs."""
+
+    task: Task
+    spec: DataSpec
+    shape: tuple[int, ...]
+    opts: dict[str, Any]
+    raw: RawData
+    class_ids: list[int]
+    labels: list[str]
+
+
 class _Loader:
     """Loads tasks of one network: raw samples (`sources`), classes and splits (`splits`), normalisation."""
 
     def __init__(self, net: Network, data_root: str | Path | None):
         self.net = net
         self.reader = SourceReader(net, search_bases(net, data_root))
+        self.prepared: dict[str, _Prepared] = {}
+        self.plans: dict[str, SplitPlan] = {}
 
     def load(self, name: str) -> TaskData:
         if name not in self.net.tasks:
             raise KeyError(f"no task '{name}' in network '{self.net.name}' (tasks: {', '.join(self.net.tasks)})")
-        task = self.net.tasks[name]
-        spec = task.data
-        if spec is None:
-            raise DataError(f"task '{name}' has no data", task.loc, "add e.g. 'data digits(classes=[0, 1])'")
-        shape = tuple(self.net.inputs[task.input].shape)
-        opts = _options(spec, shape)
-        raw = self.reader.read(task, spec, opts, shape)
-        _check_shape(raw.x.shape[1:], shape, task, spec)
-        ids, labels = class_ids(task, raw.names, spec)
+        p = self._prepare(name)
+        plan = self._plan(name)
+        raw, spec, shape, opts = p.raw, p.spec, p.shape, p.opts
+        y = relabel(raw.y[plan.train], p.class_ids)
+        why = "training samples left after the test/val/limit split"
+        if plan.dropped:
+            why += f" ({plan.dropped} held out by the val/test split of this or another task on {spec.source})"
+        check_classes(y, p.labels, spec, raw, why)
+        if opts["label_noise"]:
+            y = noisy_labels(y, raw.ids[plan.train], len(p.labels), opts["label_noise"], self.net.seed, name)
+        test_x, test_y, test_ids = ((raw.x_test, raw.y_test, raw.test_ids) if plan.test_from_own_split
+                                    else (raw.x, raw.y, raw.ids))
 
-        rng = np.random.default_rng(derived_seed(self.net.seed, name, "split"))
-        pos, y = select_classes(raw.y, ids)
-        check_classes(y, labels, spec, raw, "samples")
-        if raw.x_test is not None:
-            if "test" in spec.args:  # an npz file with x_test (a source with its own split is refused by the check)
-                raise DataError(f"{spec.source} data has its own test split, so test= does not apply", spec.loc,
-                                "drop test=...; val= takes the validation part from the training split")
-            test_pos, test_y = select_classes(raw.y_test, ids)
-            test_x = raw.x_test
-        else:
-            keep, out = stratified_split(y, round(opts["test"] * len(y)), rng)
-            test_x, test_pos, test_y = raw.x, pos[out], y[out]
-            pos, y = pos[keep], y[keep]
-        keep, out = stratified_split(y, round(opts["val"] * len(y)), rng)
-        val_pos, val_y = pos[out], y[out]
-        pos, y = pos[keep], y[keep]
-        if opts["limit"] is not None and opts["limit"] < len(y):
-            keep, _ = stratified_split(y, len(y) - opts["limit"], rng)
-            pos, y = pos[keep], y[keep]
-        check_classes(y, labels, spec, raw, "training samples left after the test/val/limit split")
-
-        train_x = _gather(raw, raw.x, pos, shape)
-        val_x = _gather(raw, raw.x, val_pos, shape)
-        test_x = _gather(raw, test_x, test_pos, shape)
+        train_x = _gather(raw, raw.x, plan.train, shape)
+        val_x = _gather(raw, raw.x, plan.val, shape)
+        test_x = _gather(raw, test_x, plan.test, shape)
         channels = shape[0]
         if opts["normalize"]:
             mean, std = channel_stats(train_x)
@@ -167,10 +177,52 @@ class _Loader:
 
         return TaskData(
             task=name, source=spec.source,
-            train=split(train_x, y), val=split(val_x, val_y), test=split(test_x, test_y),
-            labels=labels, mean=[float(m) for m in mean], std=[float(s) for s in std],
+            train=split(train_x, y), val=split(val_x, relabel(raw.y[plan.val], p.class_ids)),
+            test=split(test_x, relabel(test_y[plan.test], p.class_ids)),
+            labels=p.labels, mean=[float(m) for m in mean], std=[float(s) for s in std],
             augment=bool(opts["augment"]), input_shape=shape, perspective=float(opts["perspective"]),
+            ids={"train": raw.ids[plan.train], "val": raw.ids[plan.val], "test": test_ids[plan.test]},
         )
+
+    def _prepare(self, name: str) -> _Prepared:
+        if name in self.prepared:
+            return self.prepared[name]
+        task = self.net.tasks[name]
+        spec = task.data
+        if spec is None:
+            raise DataError(f"task '{name}' has no data", task.loc, "add e.g. 'data digits(classes=[0, 1])'")
+        shape = tuple(self.net.inputs[task.input].shape)
+        opts = _options(spec, shape)
+        raw = self.reader.read(task, spec, opts, shape)
+        _check_shape(raw.x.shape[1:], shape, task, spec)
+        ids, labels = class_ids(task, raw.names, spec)
+        _, y = select_classes(raw.y, ids)
+        check_classes(y, labels, spec, raw, "samples")
+        if raw.x_test is not None and "test" in spec.args:  # an npz file with x_test (the check refuses CIFAR's)
+            raise DataError(f"{spec.source} data has its own test split, so test= does not apply", spec.loc,
+                            "drop test=...; val= takes the validation part from the training split")
+        self.prepared[name] = _Prepared(task, spec, shape, opts, raw, ids, labels)
+        return self.prepared[name]
+
+    def _plan(self, name: str) -> SplitPlan:
+        """The task's split, planned with every task on the same source, so none trains on what another holds out."""
+        if name not in self.plans:
+            source = self.net.tasks[name].data.source
+            group = []
+            for other, task in self.net.tasks.items():
+                if task.data is None or task.data.source != source:
+                    continue
+                try:
+                    group.append(self._prepare(other))
+                except DataError:
+                    if other == name:
+                        raise
+                    # A task whose data cannot be read holds nothing out; loading it reports why.
+            requests = [TaskRequest(p.raw.y, p.raw.ids, p.class_ids, p.opts["test"], p.opts["val"], p.opts["limit"],
+                                    p.raw.y_test, p.raw.test_ids) for p in group]
+            for p, plan in zip(group, plan_splits(requests, self.net.seed), strict=True):
+                self.plans[p.task.name] = plan
+        return self.plans[name]
 
 
 def _options(spec: DataSpec, shape: tuple[int, ...]) -> dict[str, Any]:

@@ -13,12 +13,14 @@ does the error lists every path tried. CIFAR lives in `partc.data.cifar`.
 
 from __future__ import annotations
 
+import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from partc.data.identity import content_identities, index_identities
 from partc.errors import DataError, Location
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -36,6 +38,14 @@ class RawData:
     y_test: np.ndarray | None = None
     scale: float = 1.0  # x * scale is the float sample (1/255 for uint8 images)
     origin: str = ""  # where it came from, for messages
+    ids: np.ndarray | None = None  # identity of each sample (uint64, `partc.data.splits`): what splits go by
+    test_ids: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.ids is None:  # a reader that knows its samples by position only
+            self.ids = index_identities(self.origin or "samples", len(self.y))
+        if self.y_test is not None and self.test_ids is None:
+            self.test_ids = index_identities(f"{self.origin or 'samples'}/test", len(self.y_test))
 
 
 def resolve_path(value: str, bases: list[Path]) -> tuple[Path | None, list[Path]]:
@@ -65,7 +75,8 @@ def read_digits() -> RawData:
 
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
-    return RawData(x=x, y=digits.target.astype(np.int64), names=[str(i) for i in range(10)], origin="sklearn digits")
+    return RawData(x=x, y=digits.target.astype(np.int64), names=[str(i) for i in range(10)], origin="sklearn digits",
+                   ids=index_identities("digits", len(x)))
 
 
 # ---- npz ----------------------------------------------------------------------------------------
@@ -109,7 +120,11 @@ def read_npz(file_arg: str, bases: list[Path], loc: Location | None) -> RawData:
             raise DataError(f"npz file '{path}': 'labels' should be a 1-D string array of class names", loc)
         names = [v.decode() if isinstance(v, bytes) else str(v) for v in labels.tolist()]
     scale = 1 / 255 if x.dtype == np.uint8 else 1.0
-    return RawData(x=x, y=y, names=names, x_test=x_test, y_test=y_test, scale=scale, origin=str(path))
+    # Rows are known by their bytes: a row stored twice, or in x and in x_test, is one sample.
+    ids = content_identities(row.tobytes() for row in x)
+    test_ids = None if x_test is None else content_identities(row.tobytes() for row in x_test)
+    return RawData(x=x, y=y, names=names, x_test=x_test, y_test=y_test, scale=scale, origin=str(path),
+                   ids=ids, test_ids=test_ids)
 
 
 def _npz_pair(path: Path, x: np.ndarray, y: np.ndarray, xn: str, yn: str, loc: Location | None):
@@ -141,8 +156,13 @@ def folder_classes(root_arg: str, bases: list[Path], loc: Location | None) -> tu
     return root, names
 
 
-def read_image_folder(folder: Path, height: int, width: int, mode: str, loc: Location | None) -> np.ndarray:
-    """Every image in one class folder, sorted by file name: uint8 (n, C, height, width)."""
+def read_image_folder(folder: Path, height: int, width: int, mode: str,
+                      loc: Location | None) -> tuple[np.ndarray, np.ndarray]:
+    """Every image in one class folder, sorted by file name: uint8 (n, C, height, width), and each file's identity.
+
+    A file is known by its bytes (`content_identities`), so the same image
+    file in two class folders, or in two folders, is one sample.
+    """
     from PIL import Image
 
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -150,15 +170,17 @@ def read_image_folder(folder: Path, height: int, width: int, mode: str, loc: Loc
         raise DataError(f"class folder '{folder}' holds no images ({', '.join(IMAGE_SUFFIXES)})", loc,
                         "put the class's images there, or leave the class out of classes=...")
     out = np.empty((len(files), len(mode), height, width), dtype=np.uint8)
+    contents = []
     for i, file in enumerate(files):
         try:
-            with Image.open(file) as image:
+            contents.append(file.read_bytes())
+            with Image.open(io.BytesIO(contents[-1])) as image:
                 pixels = np.asarray(image.convert(mode).resize((width, height), Image.Resampling.BILINEAR))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise DataError(f"cannot read image '{file}' ({type(e).__name__}: {e})", loc,
                             "replace or delete the file; only images belong in class folders") from None
         out[i] = pixels.reshape(height, width, len(mode)).transpose(2, 0, 1)
-    return out
+    return out, content_identities(contents)
 
 
 # ---- synthetic ----------------------------------------------------------------------------------
@@ -169,4 +191,6 @@ def make_synthetic(classes: int, shape: tuple[int, ...], samples: int, seed: int
     prototypes = rng.standard_normal((classes, *shape)).astype(np.float32)
     y = np.arange(samples, dtype=np.int64) % classes
     x = prototypes[y] + np.float32(noise) * rng.standard_normal((samples, *shape)).astype(np.float32)
-    return RawData(x=x, y=y, names=None, origin=f"synthetic(seed={seed})")
+    # The generator's arguments name the data set: tasks that ask for the same one share its samples.
+    ids = index_identities(f"synthetic/{classes}/{list(shape)}/{samples}/{seed}/{noise!r}", samples)
+    return RawData(x=x, y=y, names=None, origin=f"synthetic(seed={seed})", ids=ids)

@@ -71,7 +71,7 @@ def _synthetic(reader: SourceReader, task: Task, spec: DataSpec, opts: dict[str,
         raise DataError(f"synthetic data needs at least one sample per class: samples={samples} < {k} classes",
                         spec.loc, f"use samples={SYNTHETIC_SAMPLES_PER_CLASS * k}")
     raw = reader.cached(("synthetic", k, shape, samples, seed, noise), lambda: make_synthetic(k, shape, samples, seed, noise))
-    return RawData(raw.x, raw.y, list(task.labels), scale=raw.scale, origin=raw.origin)
+    return RawData(raw.x, raw.y, list(task.labels), scale=raw.scale, origin=raw.origin, ids=raw.ids)
 
 
 def _folder(reader: SourceReader, task: Task, spec: DataSpec, opts: dict[str, Any], shape: tuple[int, ...]) -> RawData:
@@ -97,8 +97,9 @@ def _folder(reader: SourceReader, task: Task, spec: DataSpec, opts: dict[str, An
     parts = [reader.cached(("folder-class", str(root / names[i]), height, width, mode),
                            lambda i=i: read_image_folder(root / names[i], height, width, mode, spec.loc))
              for i in ids]
-    y = np.concatenate([np.full(len(p), i, dtype=np.int64) for p, i in zip(parts, ids, strict=True)])
-    return RawData(np.concatenate(parts), y, names, scale=1 / 255, origin=str(root))
+    y = np.concatenate([np.full(len(x), i, dtype=np.int64) for (x, _), i in zip(parts, ids, strict=True)])
+    return RawData(np.concatenate([x for x, _ in parts]), y, names, scale=1 / 255, origin=str(root),
+                   ids=np.concatenate([identities for _, identities in parts]))
 
 
 READERS: dict[str, Callable[[SourceReader, Task, DataSpec, dict[str, Any], tuple[int, ...]], RawData]] = {

@@ -23,6 +23,14 @@ class ExportSource:
     stats: dict[str, dict[str, list]]  # task -> {"mean", "std", "labels"} (per channel)
     weights: str  # shown in metadata: "checkpoint epoch 3 (last.pt)" or "untrained ..."
 
+    def tensors(self) -> dict[str, Any]:
+        """The model's state dict as numpy arrays (views, no copies): what the emitter writes from."""
+        return {name: t.detach().cpu().numpy() for name, t in self.model.state_dict().items()}
+
+    def parameter_names(self) -> set[str]:
+        """Which state-dict names are parameters (the others are buffers: running statistics)."""
+        return {name for name, _ in self.model.named_parameters()}
+
 
 def load_source(source: str | Path) -> ExportSource:
     """A run directory, a checkpoint file (.pt) inside one, or a .part spec."""

@@ -32,7 +32,7 @@ def build_graph(net: Network, tree: ast.Network) -> list[PartError]:
             group = level.group_of(i)
             g.add_node(node, op="segment", loc=group.loc, level=level.name, index=i,
                        template=group.template, in_shape=level.in_shape, shape=level.sum_shape,
-                       params=group.params)
+                       params=group.params)  # + its per-task layers' for each user, below
         g.add_node(level.sum_node, op="level_sum", loc=level.loc, level=level.name, residual=level.residual,
                    in_shape=level.sum_shape, shape=level.shape, params=0)
     for task in net.tasks.values():
@@ -57,8 +57,11 @@ def build_graph(net: Network, tree: ast.Network) -> list[PartError]:
         users[u] |= tasks
         users[v] |= tasks
     g.add_edges_from((u, v, {"tasks": frozenset(tasks)}) for (u, v), tasks in edge_tasks.items())
+    levels = {level.name: level for level in net.levels}
     for node, attrs in g.nodes(data=True):
         attrs["tasks"] = frozenset(users.get(node, ()))
+        if attrs["op"] == "segment":
+            attrs["params"] += levels[attrs["level"]].segment_per_task_params(attrs["index"]) * len(attrs["tasks"])
     net.graph = g
     return []
 
@@ -70,7 +73,8 @@ def verify(net: Network) -> list[str]:
     chosen, every task's indices at every level are sorted, distinct and in
     range; once shapes are inferred, every layer's output feeds the next.
     Graph (once built): acyclic, edges carry tasks their ends carry, each
-    task's route reaches its head, and the graph's segments are the paths.
+    task's route reaches its head, the graph's segments are the paths, and
+    a segment's parameters are the tables' (per-task layers once per user).
     """
     problems = []
     for level in net.levels:
@@ -95,6 +99,13 @@ def verify(net: Network) -> list[str]:
             problems.append(f"edge {u} -> {v} carries no task")
         if not tasks <= g.nodes[u]["tasks"] or not tasks <= g.nodes[v]["tasks"]:
             problems.append(f"edge {u} -> {v} carries a task its ends do not")
+    for level in net.levels:
+        for i in range(level.count):
+            node = g.nodes[level.segment_node(i)]
+            owned = level.segment_per_task_params(i) * len(node["tasks"])
+            if node["params"] != level.segment_params(i) + owned:
+                problems.append(f"segment {level.segment_node(i)}: graph has {node['params']} params, tables "
+                                f"{level.segment_params(i)} + {owned} of its tasks' own layers")
     for name, task in net.tasks.items():
         for level in net.levels:
             on_path = {i for i in range(level.count) if name in g.nodes[level.segment_node(i)]["tasks"]}

@@ -4,6 +4,12 @@ Rules: every segment of a level maps the level's input shape to the same
 output shape; a residual level keeps its shape; a task's stem maps the
 task's input to the shape the first level takes; heads see the flattened
 output of the last level and end in `linear(classes)`.
+
+Parameter counts: a segment group's `params` are held once per segment,
+its `per_task_params` once per segment and task routed through it (the
+per-task layers, `task_batchnorm`). A per-task layer belongs inside a
+level's segments only: a stem or head is its task's alone already, and a
+level's `then` holds no parameters.
 """
 
 from __future__ import annotations
@@ -29,6 +35,16 @@ def run_layers(layers: list[Layer], shape: tuple[int, ...], errors: list[PartErr
     return shape
 
 
+def _refuse_per_task(layers: list[Layer], where: str, errors: list[PartError]) -> None:
+    for layer in layers:
+        if layer.per_task:
+            plain = layer.op.removeprefix("task_")
+            instead = f"use {plain} there" if plain in PRIMITIVES else "use its shared form there"
+            errors.append(SpecError(
+                f"{layer.op} in {where}: a per-task layer belongs in a level's segments", layer.loc,
+                f"{instead}: {where} is the task's alone already"))
+
+
 def _stem_example(source: tuple[int, ...], trunk: tuple[int, ...]) -> str:
     """A one-conv stem mapping image shape `source` onto `trunk`, where one exists."""
     if len(source) != 3 or len(trunk) != 3:
@@ -51,7 +67,8 @@ def infer_shapes(net: Network, tree: ast.Network) -> list[PartError]:
         outs = []
         for g in level.groups:
             out = run_layers(g.layers, shape, errors, f"level '{level.name}', {group_text(g)}")
-            g.params = sum(layer.params for layer in g.layers)
+            g.params = sum(layer.params for layer in g.layers if not layer.per_task)
+            g.per_task_params = sum(layer.params for layer in g.layers if layer.per_task)
             outs.append((g, out))
         if any(out is None for _, out in outs):
             return errors
@@ -85,6 +102,8 @@ def infer_shapes(net: Network, tree: ast.Network) -> list[PartError]:
         source = net.inputs.get(task.input)
         if source is None:
             continue
+        _refuse_per_task(task.stem or [], f"the stem of task '{task.name}'", errors)
+        _refuse_per_task(task.head, f"the head of task '{task.name}'", errors)
         if task.stem is not None:
             out = run_layers(task.stem, source.shape, errors, f"the stem of task '{task.name}'")
             task.stem_params = sum(layer.params for layer in task.stem)

@@ -1,10 +1,19 @@
-"""Report, analyses that need weights: CKA between tasks, accuracy, transfer.
+"""Report, analyses that need weights: CKA between tasks, accuracy, the lesion test.
 
 `cka_by_level` runs the common probe through every task's path and compares
-the tasks' outputs at each level with linear CKA. `transfer` measures how
-much each task relies on what it shares: its test accuracy with trained
-weights versus with its shared segments put back to their initial weights
-(checkpoints/init.pt), everything else trained.
+the tasks' outputs at each level with linear CKA; with `permutations`, also
+the noise floor: the same pairs with the rows of one side shuffled (what CKA
+gives for representations of *unrelated* samples of these shapes). Run on
+the untrained weights (init.pt) and on a no-sharing baseline, the same call
+gives the references a trained value must be read against (`partc.report.compare`).
+
+`lesion` measures how much each task relies on what it shares: its test
+accuracy with trained weights versus with its shared segments put back to
+their initial weights (checkpoints/init.pt), everything else trained (its own
+per-task layers, task_batchnorm, inside those segments included: they are
+the task's own). That
+is how much of the route is shared, not what the task gains from the other
+tasks; the transfer measure is the comparison with a no-sharing baseline.
 """
 
 from __future__ import annotations
@@ -17,8 +26,9 @@ import torch
 from torch import Tensor
 
 from partc.compiler.model import PartModel
+from partc.compiler.modules import is_task_owned
 from partc.ir import Network
-from partc.report.cka import centered_gram, cka_from_grams
+from partc.report.cka import centered_gram, cka_from_grams, cka_noise_floor
 from partc.report.evaldata import EvalData, Probe
 
 BATCH = 256
@@ -34,28 +44,58 @@ def level_grams(model: PartModel, x: Tensor, task: str, device: torch.device) ->
     return {level: centered_gram(torch.cat(chunks)) for level, chunks in outputs.items()}
 
 
-def cka_by_level(net: Network, model: PartModel, probes: list[Probe], device: torch.device) -> dict[str, Any]:
-    """{level: task x task CKA matrix}; pairs of tasks on different inputs are None (no common samples)."""
+def cka_by_level(net: Network, model: PartModel, probes: list[Probe], device: torch.device, *,
+                 permutations: int = 0, seed: int = 0) -> dict[str, Any]:
+    """{level: task x task CKA matrix}; pairs of tasks on different inputs are None (no common samples).
+
+    With permutations > 0, "noise_floor" holds the same matrices with the second task's rows
+    shuffled (the mean over that many seeded permutations).
+    """
     tasks = list(net.tasks)
     levels = [lv.name for lv in net.levels]
     matrices = {lv: [[None] * len(tasks) for _ in tasks] for lv in levels}
+    noise = {lv: [[None] * len(tasks) for _ in tasks] for lv in levels}
+    gen = np.random.default_rng(seed)
     for probe in probes:
         grams = {t: level_grams(model, probe.per_task[t], t, device) for t in probe.tasks}
+        shuffles = [gen.permutation(probe.samples) for _ in range(permutations)]
         for lv in levels:
-            values = cka_from_grams([grams[t][lv] for t in probe.tasks])
+            level = [grams[t][lv] for t in probe.tasks]
+            values = cka_from_grams(level)
+            floor = cka_noise_floor(level, shuffles) if shuffles else None
             for a, ta in enumerate(probe.tasks):
                 for b, tb in enumerate(probe.tasks):
-                    v = values[a][b]
-                    matrices[lv][tasks.index(ta)][tasks.index(tb)] = None if math.isnan(v) else v
-    return {
+                    i, j = tasks.index(ta), tasks.index(tb)
+                    matrices[lv][i][j] = _value(values[a][b])
+                    if floor is not None:
+                        noise[lv][i][j] = _value(floor[a][b])
+    out = {
         "tasks": tasks,
         "levels": levels,
         "matrices": matrices,
+        "mean_between_tasks": mean_between_tasks(matrices),
         "probes": [
             {"input": p.input, "tasks": p.tasks, "kind": p.kind, "samples": p.samples, "from_tasks": p.origin}
             for p in probes
         ],
     }
+    if permutations:
+        out["noise_floor"] = {"matrices": noise, "mean_between_tasks": mean_between_tasks(noise),
+                              "permutations": permutations}
+    return out
+
+
+def mean_between_tasks(matrices: dict[str, list[list[float | None]]]) -> dict[str, float | None]:
+    """Mean CKA over distinct task pairs at each level: how alike the tasks' representations are."""
+    means = {}
+    for level, matrix in matrices.items():
+        values = [v for i, row in enumerate(matrix) for j, v in enumerate(row) if i < j and v is not None]
+        means[level] = sum(values) / len(values) if values else None
+    return means
+
+
+def _value(v: float) -> float | None:
+    return None if math.isnan(v) else float(v)
 
 
 @torch.no_grad()
@@ -83,9 +123,17 @@ def _segment_state(state: dict[str, Tensor], level: str, index: int) -> dict[str
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
+def _reset_shared_layers(segment: torch.nn.Sequential, init: dict[str, Tensor]) -> None:
+    """Put the segment's shared layers back to `init` (its state in init.pt); per-task layers stay as they are."""
+    for position, layer in enumerate(segment):
+        if not is_task_owned(layer):
+            prefix = f"{position}."
+            layer.load_state_dict({k[len(prefix):]: v for k, v in init.items() if k.startswith(prefix)})
+
+
 @torch.no_grad()
-def transfer(net: Network, model: PartModel, init_state: dict[str, Tensor], data: EvalData,
-             device: torch.device) -> dict[str, Any]:
+def lesion(net: Network, model: PartModel, init_state: dict[str, Tensor], data: EvalData,
+           device: torch.device) -> dict[str, Any]:
     """Per task: test accuracy trained, and with its shared segments reset to init.pt (the rest trained)."""
     out = {}
     for task in net.tasks:
@@ -98,7 +146,7 @@ def transfer(net: Network, model: PartModel, init_state: dict[str, Tensor], data
         for lv, i in shared:
             segment = model.segment(lv, i)
             saved[(lv, i)] = {k: v.clone() for k, v in segment.state_dict().items()}
-            segment.load_state_dict(_segment_state(init_state, lv, i))
+            _reset_shared_layers(segment, _segment_state(init_state, lv, i))
         try:
             reset = accuracy(model, task, test.x, test.y, device) if shared else trained
         finally:

@@ -12,6 +12,8 @@ The same value comes from the n x n Gram matrices K = X X^T, L = Y Y^T:
 ||Y^T X||_F^2 = <K, L>_F and ||X^T X||_F = ||K||_F. The feature formula
 costs O(n p q), the Gram one O(n^2 (p + q)); `linear_cka` picks the cheaper,
 and `cka_from_grams` uses Grams so each representation is multiplied out once.
+`cka_noise_floor` is the reference for "unrelated": the same pairs with one
+side's samples permuted, so only the correspondence between samples is lost.
 
 numpy in float64: feature maps of conv levels are wide and the Frobenius
 norms sum many squares; and numpy's small matrix products stay fast on a
@@ -60,6 +62,22 @@ def cka_from_grams(grams: list[np.ndarray]) -> list[list[float]]:
     inner = flat @ flat.T
     norms = np.sqrt(np.clip(np.diagonal(inner), 0, None))
     return [[_ratio(inner[i, j], norms[i] * norms[j]) for j in range(len(grams))] for i in range(len(grams))]
+
+
+def cka_noise_floor(grams: list[np.ndarray], permutations: list[np.ndarray]) -> list[list[float]]:
+    """CKA of every pair with the second side's samples permuted, averaged over the permutations.
+
+    Permuting rows and columns of a centered Gram keeps it centered and keeps its norm: only the
+    correspondence between samples is lost, which is what CKA is meant to measure.
+    """
+    flat = np.stack([g.reshape(-1) for g in grams])
+    norms = np.sqrt(np.clip(np.einsum("ij,ij->i", flat, flat), 0, None))
+    total = np.zeros((len(grams), len(grams)))
+    for order in permutations:
+        shuffled = np.stack([g[np.ix_(order, order)].reshape(-1) for g in grams])
+        total += flat @ shuffled.T
+    mean = total / len(permutations)
+    return [[_ratio(mean[i, j], norms[i] * norms[j]) for j in range(len(grams))] for i in range(len(grams))]
 
 
 def _ratio(cross: float, norms: float) -> float:

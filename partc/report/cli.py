@@ -1,4 +1,4 @@
-"""`partc report RUN_DIR -o DIR`: the report stage on the command line.
+"""`partc report RUN_OR_GROUP -o DIR`: the report stage on the command line.
 
 Problems the report works around (a missing metrics file, a damaged
 checkpoint, no test data) are printed as warnings on stderr and listed at
@@ -35,11 +35,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "report", help="HTML report of a run: segment sharing, accuracy, CKA between tasks, transfer",
-        description="Write report.html (self-contained), report.json and PNG figures for a training run.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory written by 'partc train'")
+        "report", help="HTML report of a run or seed group: sharing, accuracy, CKA with references, lesion, transfer",
+        description="Write report.html (self-contained), report.json and PNG figures for a training run or a seed "
+                    "group (partc train --seeds): means and spreads over seeds, comparisons paired by seed.")
+    p.add_argument("run_dir", metavar="RUN_OR_GROUP", help="a run directory or seed group written by 'partc train'")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for report.html, report.json, *.png")
-    p.add_argument("--baseline", metavar="RUN_DIR", help="a run of the same tasks without sharing, to compare accuracy "
+    p.add_argument("--baseline", metavar="RUN_OR_GROUP", help="a run or seed group of the same tasks without sharing "
+                   "(partc train --no-sharing, best with the same --seeds): transfer, and the baseline CKA reference "
                    "(default: run.json's \"baseline\")")
     p.add_argument("--data-root", metavar="DIR", help="where relative data paths of the spec are found "
                    "(default: as the data stage resolves them)")

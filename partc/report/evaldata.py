@@ -43,6 +43,7 @@ class EvalData:
     tests: dict[str, TaskTest] = field(default_factory=dict)
     source: str = ""
     problems: list[str] = field(default_factory=list)
+    digests: dict[str, str] = field(default_factory=dict)  # task -> TaskData.split_digest(), to check runs against
 
 
 def load_test_data(net: Network, data_root: str | None = None) -> EvalData:
@@ -65,6 +66,9 @@ def load_test_data(net: Network, data_root: str | None = None) -> EvalData:
             data.problems.append(f"task '{name}': the test split is empty")
             continue
         data.tests[name] = TaskTest(x, y, _stat(task_data.mean), _stat(task_data.std))
+        digest = task_data.split_digest()
+        if digest is not None:
+            data.digests[name] = digest
     return data
 
 

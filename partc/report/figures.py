@@ -77,7 +77,8 @@ EXTENSION_EDGES = {"inherited-frozen": {"edgecolor": "#000000", "linewidth": 2.0
 
 
 def usage_map(structure: dict[str, Any]) -> Figure:
-    """Levels x segments: private cells in the task's colour, shared ones grey with the user count."""
+    """Levels x segments: private cells in the task's colour, shared ones grey with the user count; a
+    segment with per-task layers (task_batchnorm) gets a strip along its foot, one band per owner."""
     tasks, levels = structure["tasks"], structure["levels"]
     colours = task_colours(tasks)
     width = max(lv["segments"] for lv in levels)
@@ -87,6 +88,7 @@ def usage_map(structure: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(1.0 + cell * width + legend_width, 1.1 + cell * max(len(levels), 5)), layout="constrained")
     ax = fig.add_subplot()
     counts_seen = set()
+    owned_seen = False
     # A cell is `cell` inches wide: names up to 4 characters fit at 8 pt, up to 7 at 6.5 pt.
     name_size = 8 if max(map(len, tasks)) <= 4 else 6.5 if max(map(len, tasks)) <= 7 else None
     for row, lv in enumerate(levels):
@@ -101,6 +103,12 @@ def usage_map(structure: dict[str, Any]) -> Figure:
             status = lv.get("status", [None] * len(lv["users"]))[col]  # an extended run: inherited or new
             ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, facecolor=face, edgecolor="#555555", linewidth=0.6,
                                    hatch="////" if not users else None))
+            if users and lv["task_params_per_segment"][col]:
+                owned_seen = True
+                band = 1 / len(users)
+                for k, t in enumerate(users):  # each owner's own layers: a band of its colour
+                    ax.add_patch(Rectangle((col - 0.5 + k * band, row + 0.28), band, 0.22, facecolor=colours[t],
+                                           edgecolor="white", linewidth=0.6))
             if status in EXTENSION_EDGES:
                 ax.add_patch(Rectangle((col - 0.42, row - 0.42), 0.84, 0.84, fill=False, **EXTENSION_EDGES[status]))
             if text:
@@ -120,6 +128,9 @@ def usage_map(structure: dict[str, Any]) -> Figure:
     private = [Patch(facecolor=colours[t], edgecolor="#555555", label=t) for t in tasks]
     shared = [Patch(facecolor=_grey(n, most), edgecolor="#555555", label=f"{n} tasks") for n in sorted(counts_seen)]
     shared.append(Patch(facecolor="white", edgecolor="#555555", hatch="////", label="unused"))
+    if owned_seen:
+        shared.append(Patch(facecolor=colours[tasks[0]], edgecolor="white",
+                            label="foot strip, a band per\ntask: its own layers\n(task_batchnorm)"))
     if any("status" in lv for lv in levels):
         shared += [Patch(facecolor="white", label=label, **EXTENSION_EDGES[kind])
                    for kind, label in (("inherited-frozen", "frozen (base)"), ("new", "new segment"))]
@@ -213,7 +224,7 @@ def sharing_by_level(structure: dict[str, Any]) -> Figure:
 
 
 def param_split(structure: dict[str, Any]) -> Figure:
-    """Parameters on each task's route: shared segments, private segments, stem and head."""
+    """Parameters on each task's route: shared segments, its own per-task layers, private segments, stem and head."""
     tasks = structure["tasks"]
     colours = task_colours(tasks)
     params = structure["params"]
@@ -221,11 +232,17 @@ def param_split(structure: dict[str, Any]) -> Figure:
     ax = fig.add_subplot()
     xs = range(len(tasks))
     shared = [params[t]["shared"] for t in tasks]
+    owned = [params[t]["task_owned"] for t in tasks]
     private = [params[t]["private_segments"] for t in tasks]
     own = [params[t]["stem_head"] for t in tasks]
     ax.bar(xs, shared, color=SHARED_GREY, edgecolor="#444444", linewidth=0.5)
-    ax.bar(xs, private, bottom=shared, color=[colours[t] for t in tasks], edgecolor="#444444", linewidth=0.5)
-    ax.bar(xs, own, bottom=[a + b for a, b in zip(shared, private)], color=[colours[t] for t in tasks], alpha=0.45,
+    below = list(shared)
+    if any(owned):
+        ax.bar(xs, owned, bottom=below, color=[colours[t] for t in tasks], alpha=0.7, hatch="...",
+               edgecolor="#444444", linewidth=0.5)
+        below = [a + b for a, b in zip(below, owned)]
+    ax.bar(xs, private, bottom=below, color=[colours[t] for t in tasks], edgecolor="#444444", linewidth=0.5)
+    ax.bar(xs, own, bottom=[a + b for a, b in zip(below, private)], color=[colours[t] for t in tasks], alpha=0.45,
            hatch="///", edgecolor="#444444", linewidth=0.5)
     top = max(params[t]["total"] for t in tasks) or 1
     for x, t in zip(xs, tasks):
@@ -239,26 +256,32 @@ def param_split(structure: dict[str, Any]) -> Figure:
     ax.set_xlabel("task")
     ax.set_ylabel("parameters on the task's route")
     ax.set_title(f"{structure['network']}: parameters per task, shared and private", fontsize=10)
-    fig.legend(handles=[Patch(facecolor=SHARED_GREY, edgecolor="#444444", label="shared segments"),
-                        Patch(facecolor="#777777", edgecolor="#444444", label="private segments\n(task colour)"),
-                        Patch(facecolor="#bbbbbb", edgecolor="#444444", hatch="///", label="stem + head")],
-               loc="outside right upper", fontsize=8, frameon=False)
+    handles = [Patch(facecolor=SHARED_GREY, edgecolor="#444444", label="shared segments")]
+    if any(owned):
+        handles.append(Patch(facecolor="#999999", edgecolor="#444444", hatch="...",
+                             label="own per-task layers\n(task_batchnorm)"))
+    handles += [Patch(facecolor="#777777", edgecolor="#444444", label="private segments\n(task colour)"),
+                Patch(facecolor="#bbbbbb", edgecolor="#444444", hatch="///", label="stem + head")]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
     return fig
 
 
 # ---------------------------------------------------------------- results
 def accuracy_bars(results: dict[str, Any], tasks: list[str]) -> Figure:
-    """Test top-1 and top-5 per task."""
+    """Test top-1 and top-5 per task; over a seed group, the means with the top-1 standard deviation."""
     shown = [t for t in tasks if t in results["tasks"]]
     fig = Figure(figsize=(3.0 + 0.8 * len(shown), 4.0), layout="constrained")
     ax = fig.add_subplot()
-    _paired_bars(ax, shown, [results["tasks"][t]["top1"] or 0.0 for t in shown],
-                 [results["tasks"][t]["top5"] or 0.0 for t in shown])
+    rows = results["tasks"]
+    _paired_bars(ax, shown, [rows[t]["top1"] or 0.0 for t in shown], [rows[t]["top5"] or 0.0 for t in shown],
+                 first_error=[rows[t].get("top1_std") for t in shown])
     _task_ticks(ax, shown, axis="x")
     ax.set_xlabel("task")
     ax.set_ylabel("test accuracy")
     where = f"epoch {results['epoch']}" if results.get("epoch") else "final"
-    ax.set_title(f"test accuracy per task ({where}; from {results['source']})", fontsize=10)
+    members = len(results.get("members") or [])
+    over = f"mean over {members} seeds, bars: +- 1 sd; " if members > 1 else ""
+    ax.set_title(f"test accuracy per task ({over}{where}; from {results['source']})", fontsize=10)
     fig.legend(handles=[Patch(facecolor="#666666", label="top-1"), Patch(facecolor="#666666", alpha=0.4, label="top-5")],
                loc="outside right upper", fontsize=8, frameon=False)
     return fig
@@ -298,7 +321,7 @@ def learning_curves(curves: dict[str, Any], tasks: list[str]) -> Figure:
 
 # ---------------------------------------------------------------- representations
 def cka_grid(cka: dict[str, Any]) -> Figure:
-    """Task x task linear CKA at the output of every level, one colour scale 0..1."""
+    """Task x task linear CKA at the output of every level, one colour scale 0..1 (a seed group: the mean)."""
     tasks, levels = cka["tasks"], cka["levels"]
     fig, axes = _level_grid(levels, tasks)
     image = None
@@ -308,55 +331,116 @@ def cka_grid(cka: dict[str, Any]) -> Figure:
         ax.set_title(f"level {level}", fontsize=9)
     fig.colorbar(image, ax=list(axes), shrink=0.6, label="linear CKA")
     kinds = sorted({p["kind"] for p in cka["probes"]})
-    fig.suptitle(f"representation similarity between tasks (rows and columns: tasks)\nprobe: {'; '.join(kinds)}",
+    seeds = len(cka.get("seeds") or [])
+    over = f" (mean over {seeds} seeds)" if seeds > 1 else ""
+    fig.suptitle(f"representation similarity between tasks{over} (rows and columns: tasks)\nprobe: {'; '.join(kinds)}",
                  fontsize=10)
     return fig
 
 
-def _paired_bars(ax, tasks: list[str], first: list[float], second: list[float]) -> None:
-    """Two bars per task in its colour: solid (first) and pale (second), with their values."""
+REFERENCE_STYLE = {  # comparison key -> (label, colour, marker)
+    "trained": ("this run (trained)", "#1f4e9c", "o"),
+    "baseline": ("no-sharing baseline (trained)", "#d9822b", "s"),
+    "init": ("this network untrained (init.pt)", "#6a9f58", "^"),
+    "noise_floor": ("unrelated samples (rows permuted)", "#9a9a9a", "v"),
+}
+
+
+def cka_references(comparison: dict[str, Any]) -> Figure:
+    """Mean between-task CKA per level, for the run and each reference: mean over seeds, whiskers min..max."""
+    levels = list(comparison["levels"])
+    fig = Figure(figsize=(3.2 + 0.9 * len(levels), 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    keys = [k for k in REFERENCE_STYLE if all(k in comparison["levels"][lv] for lv in levels)]
+    width = 0.8 / len(keys)
+    for n, key in enumerate(keys):
+        label, colour, marker = REFERENCE_STYLE[key]
+        xs, means, low, high = [], [], [], []
+        for i, lv in enumerate(levels):
+            entry = comparison["levels"][lv][key]
+            values = list(entry["by_seed"].values())
+            if entry["mean"] is None:
+                continue
+            xs.append(i - 0.4 + width * (n + 0.5))
+            means.append(entry["mean"])
+            low.append(entry["mean"] - min(values))
+            high.append(max(values) - entry["mean"])
+        ax.errorbar(xs, means, yerr=[low, high], fmt=marker, color=colour, label=label, capsize=3, markersize=6,
+                    linewidth=1)
+    ax.set_xticks(range(len(levels)))
+    ax.set_xticklabels(levels, fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("level")
+    ax.set_ylabel("mean CKA between tasks")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title("CKA between tasks against its references\n(marker: mean over seeds; whiskers: min..max)", fontsize=10)
+    fig.legend(loc="outside right upper", fontsize=8, frameon=False)
+    return fig
+
+
+def _paired_bars(ax, tasks: list[str], first: list[float], second: list[float],
+                 first_error: list[float | None] | None = None, second_error: list[float | None] | None = None) -> None:
+    """Two bars per task in its colour: solid (first) and pale (second), with their values (and +- error)."""
     colours = task_colours(tasks)
-    for offset, values, alpha in ((-0.2, first, 1.0), (0.2, second, 0.4)):
+    for offset, values, alpha, errors in ((-0.2, first, 1.0, first_error), (0.2, second, 0.4, second_error)):
         xs = [i + offset for i in range(len(tasks))]
         ax.bar(xs, values, width=0.38, color=[colours[t] for t in tasks], alpha=alpha, edgecolor="#444444",
                linewidth=0.5)
+        if errors is not None and any(e is not None for e in errors):
+            ax.errorbar(xs, values, yerr=[e or 0.0 for e in errors], fmt="none", ecolor="#222222", capsize=3,
+                        linewidth=0.8)
         if len(tasks) <= 12:
             for x, v in zip(xs, values):
-                ax.text(x, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+                ax.text(x + 0.02, v + 0.01, f"{v:.2f}", ha="left" if errors else "center", va="bottom", fontsize=7)
     ax.set_ylim(0, 1.12)
     ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
 
 
-def transfer_bars(transfer: dict[str, Any], tasks: list[str]) -> Figure:
-    """Test top-1 with trained weights vs with the task's shared segments reset to init."""
-    shown = [t for t in tasks if t in transfer]
+def lesion_bars(lesion: dict[str, Any], tasks: list[str]) -> Figure:
+    """Test top-1 with trained weights vs with the task's shared segments reset to init (a seed group: means)."""
+    shown = [t for t in tasks if t in lesion]
     fig = Figure(figsize=(3.0 + 0.8 * len(shown), 4.2), layout="constrained")
     ax = fig.add_subplot()
-    _paired_bars(ax, shown, [transfer[t]["trained_top1"] for t in shown], [transfer[t]["reset_top1"] for t in shown])
+    _paired_bars(ax, shown, [lesion[t]["trained_top1"] for t in shown], [lesion[t]["reset_top1"] for t in shown])
     ax.set_xticks(range(len(shown)))
-    ax.set_xticklabels([f"{t}\n{transfer[t]['shared_segments']} shared" for t in shown], fontsize=7)
+    ax.set_xticklabels([f"{t}\n{lesion[t]['shared_segments']} shared" for t in shown], fontsize=7)
     ax.set_xlabel("task (and how many segments of its path it shares)")
     ax.set_ylabel("test top-1")
-    ax.set_title("how much each task relies on what it shares:\nits shared segments trained vs reset to init", fontsize=10)
+    ax.set_title("lesion: reliance on shared segments\n(trained vs its shared segments reset to init; not transfer)",
+                 fontsize=10)
     fig.legend(handles=[Patch(facecolor="#666666", label="trained"),
                         Patch(facecolor="#666666", alpha=0.4, label="shared\nsegments reset")],
                loc="outside right upper", fontsize=8, frameon=False)
     return fig
 
 
-def baseline_bars(baseline: dict[str, Any], tasks: list[str]) -> Figure:
-    """Test top-1 per task with sharing (this run) and without (the baseline run)."""
-    shown = [t for t in tasks if t in baseline["tasks"]]
-    fig = Figure(figsize=(3.0 + 0.8 * len(shown), 4.2), layout="constrained")
+def transfer_bars(transfer: dict[str, Any], tasks: list[str]) -> Figure:
+    """Per task and overall: top-1 with sharing minus without, mean over paired seeds with its t interval."""
+    rows = transfer["tasks"]
+    shown = [t for t in tasks if t in rows]
+    colours = task_colours(tasks)
+    entries = [(t, rows[t], colours[t]) for t in shown] + [("mean", transfer["overall"], "#333333")]
+    fig = Figure(figsize=(3.4 + 0.8 * len(entries), 4.2), layout="constrained")
     ax = fig.add_subplot()
-    rows = baseline["tasks"]
-    _paired_bars(ax, shown, [rows[t]["top1"] for t in shown], [rows[t]["baseline_top1"] for t in shown])
-    ax.set_xticks(range(len(shown)))
-    ax.set_xticklabels([f"{t}\n{rows[t]['difference']:+.2f}" for t in shown], fontsize=7)
-    ax.set_xlabel("task (top-1 with sharing minus without)")
-    ax.set_ylabel("test top-1")
-    ax.set_title("with sharing (this run) vs without (baseline run)", fontsize=10)
-    fig.legend(handles=[Patch(facecolor="#666666", label="with sharing"),
-                        Patch(facecolor="#666666", alpha=0.4, label="baseline\n(no sharing)")],
-               loc="outside right upper", fontsize=8, frameon=False)
+    for x, (_, r, colour) in enumerate(entries):
+        if r["mean"] is None:
+            continue
+        mean = 100 * r["mean"]
+        ax.bar(x, mean, width=0.6, color=colour, alpha=0.85, edgecolor="#444444", linewidth=0.5)
+        if r["ci"] is not None:
+            ax.errorbar([x], [mean], yerr=[[mean - 100 * r["ci"][0]], [100 * r["ci"][1] - mean]], fmt="none",
+                        ecolor="#111111", capsize=4, linewidth=1)
+        for value in r["values"]:
+            ax.plot(x + 0.18, 100 * value, ".", color="#111111", markersize=4)
+    ax.axhline(0, color="#444444", linewidth=0.8)
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, -100), min(high, 100))  # a difference of accuracies lies within +-100 points
+    ax.set_xticks(range(len(entries)))
+    short = {"above": "helps", "below": "hurts", "unclear": "no detectable\ndifference", None: "no interval"}
+    ax.set_xticklabels([f"{name}\n{short[r['direction']]}" for name, r, _ in entries], fontsize=7)
+    ax.set_ylabel("test top-1, with sharing minus without (points)")
+    n = transfer["overall"]["n"]
+    level = round(100 * transfer["level"])
+    ax.set_title(f"transfer: shared run vs no-sharing baseline, paired by seed (n={n})\n"
+                 f"bar: mean difference; whiskers: {level}% t interval; dots: each seed", fontsize=10)
     return fig

@@ -3,7 +3,9 @@
 Reads only what `partc train` wrote, through `partc.run`: results.json for
 the final test table, metrics.jsonl for the curves (and for the test table
 when results.json is missing). Missing or damaged files become entries of a
-`problems` list; whatever can still be read is returned.
+`problems` list; whatever can still be read is returned. A seed group's
+members are combined per task: mean, standard deviation and each member's
+value (`combine_results`).
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from partc.ir import Network
-from partc.run import read_info, read_metrics, read_results, run_paths
+from partc.run import read_metrics, read_results, run_paths
+from partc.stats import mean_std
 
 METRIC_KEYS = ("loss", "top1", "top5", "samples")
 
@@ -80,28 +82,43 @@ def run_results(run_dir: str | Path, tasks: list[str]) -> tuple[dict[str, Any], 
     return results, learning_curves(rows, tasks), problems + more
 
 
-def baseline_comparison(results: dict[str, Any], baseline_dir: str | Path, tasks: list[str],
-                        net: Network | None = None) -> tuple[dict | None, list[str]]:
-    """Test top-1 of each task here versus in a run without sharing (difference = here - baseline)."""
-    baseline_dir = Path(baseline_dir)
-    if not baseline_dir.is_dir():
-        return None, [f"baseline run '{baseline_dir}' does not exist"]
-    rows, problems = read_metrics(baseline_dir)
-    base, more = final_results(baseline_dir, [r for r in rows if isinstance(r.get("epoch"), int)], tasks)
-    compared = {}
+def member_label(seed: int | None) -> str:
+    """How report.json names a member run: its train seed ("run" when run.json does not say)."""
+    return str(seed) if seed is not None else "run"
+
+
+def combine_results(per_member: dict[str, dict[str, Any]], tasks: list[str]) -> dict[str, Any]:
+    """Final results of several runs of one network (a seed group): per task the mean over members,
+    the standard deviation, and every member's value ({label: top1}); the same shape for one run."""
+    members = [m for m, r in per_member.items() if r["tasks"]]
+    first = per_member[members[0]] if members else {"source": None, "epoch": None}
+    combined: dict[str, Any] = {"source": first["source"], "epoch": first["epoch"], "members": members, "tasks": {}}
     for task in tasks:
-        here = results["tasks"].get(task, {}).get("top1")
-        there = base["tasks"].get(task, {}).get("top1")
-        if here is not None and there is not None:
-            compared[task] = {"top1": here, "baseline_top1": there, "difference": here - there}
-    if not compared:
-        problems = [f"baseline '{baseline_dir}' has no test accuracy for any task of this run"]
-    else:
-        # The baseline only lends its final test table; its metrics file matters only when that table is missing.
-        problems = [f"baseline: {p}" for p in (more if base["source"] == "results.json" else problems + more)]
-    info, _ = read_info(baseline_dir)
-    source_hash = info.get("source_spec_hash")
-    if net is not None and source_hash is not None and not net.matches_hash(source_hash):
-        problems.append(f"baseline '{baseline_dir}' was made from another spec (spec hash {source_hash}, "
-                        f"this run's is {net.spec_hash})")
-    return {"run": str(baseline_dir), "source": base["source"], "tasks": compared}, problems
+        rows = {m: per_member[m]["tasks"][task] for m in members if task in per_member[m]["tasks"]}
+        if not rows:
+            continue
+        entry: dict[str, Any] = {}
+        for key in METRIC_KEYS:
+            values = [r[key] for r in rows.values() if r.get(key) is not None]
+            entry[key] = mean_std(values)[0]
+        entry["samples"] = next(iter(rows.values())).get("samples")
+        by_seed = {m: r["top1"] for m, r in rows.items() if r.get("top1") is not None}
+        entry["top1_std"] = mean_std(list(by_seed.values()))[1]
+        entry["top1_by_seed"] = by_seed
+        combined["tasks"][task] = entry
+    by_seed = {m: per_member[m]["mean_top1"] for m in members if per_member[m].get("mean_top1") is not None}
+    combined["mean_top1"], combined["mean_top1_std"] = mean_std(list(by_seed.values()))
+    combined["mean_top1_by_seed"] = by_seed
+    return combined
+
+
+def group_results(members: list[tuple[int | None, Path]], tasks: list[str]) -> tuple[dict[str, Any], dict, list[str]]:
+    """(combined results, {label: curves}, problems) of the runs a run or seed group stands for."""
+    per_member, curves, problems = {}, {}, []
+    for seed, run in members:
+        label = member_label(seed)
+        results, member_curves, found = run_results(run, tasks)
+        prefix = f"{run.name}: " if len(members) > 1 else ""
+        problems += [prefix + p for p in found]
+        per_member[label], curves[label] = results, member_curves
+    return combine_results(per_member, tasks), curves, problems

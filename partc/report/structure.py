@@ -13,6 +13,7 @@ from typing import Any
 
 from partc.ir import Network
 from partc.run import Growth
+from partc.summary import segment_params_text
 
 
 def segment_usage(net: Network) -> dict[str, list[list[str]]]:
@@ -40,12 +41,9 @@ def path_jaccard(net: Network, a: str, b: str) -> float:
 
 
 def task_param_split(net: Network, task: str) -> dict[str, int]:
-    """A task's parameters: in shared segments, in private segments, in its stem and head."""
-    t = net.tasks[task]
-    total = net.task_params(task)
-    shared = net.task_shared_params(task)
-    own = t.stem_params + t.head_params
-    return {"total": total, "shared": shared, "private_segments": total - shared - own, "stem_head": own}
+    """A task's parameters: in shared segments, its own per-task layers, in private segments, in its stem
+    and head (`ir.ParamSplit`; they add up to its total)."""
+    return net.param_split(task).as_dict()
 
 
 def structure(net: Network) -> dict[str, Any]:
@@ -58,7 +56,9 @@ def structure(net: Network) -> dict[str, Any]:
         levels.append({
             "name": lv.name,
             "segments": lv.count,
-            "params_per_segment": [lv.segment_params(i) for i in range(lv.count)],
+            "params_per_segment": [lv.segment_params(i) for i in range(lv.count)],  # held once, shared by its users
+            "task_params_per_segment": [lv.segment_per_task_params(i) for i in range(lv.count)],  # per user
+            "params_text": segment_params_text(lv),  # as `partc check` writes it: "48", "40 + 8/task"
             "users": users,
             "used": sum(1 for u in users if u),
             "shared": sum(1 for u in users if len(u) > 1),
@@ -79,6 +79,7 @@ def structure(net: Network) -> dict[str, Any]:
         "total_params": net.total_params,
         "used_params": net.used_params,
         "shared_params": net.shared_params,
+        "task_owned_params": net.task_owned_params,
     }
 
 

@@ -37,6 +37,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     prepare_torch(args.threads)
     with _joined(args) as world:
         net = world.agreed(load, args.spec)
+        if args.seeds is not None:
+            from partc.train.seeds import train_group
+
+            _one_process_for_groups(world)
+            train_group(net, args.out, args.seeds, device=args.device, resume=args.resume, epochs=args.epochs,
+                        mode=args.mode, data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing)
+            return 0
         results = train(net, args.out, device=args.device, resume=args.resume, epochs=args.epochs, mode=args.mode,
                         data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing, world=world)
     return 0 if results is not None else 1
@@ -45,14 +52,35 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_extend(args: argparse.Namespace) -> int:
     if args.nproc is not None:
         return launch(args)
-    from partc.train.extend import extend
+    from partc.train.extend import extend, extend_group
 
     prepare_torch(args.threads)
+    options = dict(epochs=args.epochs, device=args.device, mode=args.mode, data_root=args.data_root, quiet=args.quiet,
+                   resume=args.resume, freeze=not args.no_freeze)
     with _joined(args) as world:
-        results = extend(args.base_run, args.spec, args.out, epochs=args.epochs, device=args.device, mode=args.mode,
-                         data_root=args.data_root, quiet=args.quiet, resume=args.resume, freeze=not args.no_freeze,
-                         world=world)
+        if args.seeds is not None:
+            _one_process_for_groups(world)
+            extend_group(args.base_run, args.spec, args.out, args.seeds, **options)
+            return 0
+        results = extend(args.base_run, args.spec, args.out, world=world, **options)
     return 0 if results is not None else 1
+
+
+def _seeds(text: str) -> list[int]:
+    from partc.train.seeds import parse_seeds
+
+    try:
+        return parse_seeds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _one_process_for_groups(world) -> None:
+    from partc.errors import TrainError
+
+    if world.distributed:
+        raise TrainError("--seeds trains a seed group in one process; several processes train one run at a time",
+                         hint="run the group without torchrun or --nproc")
 
 
 @contextlib.contextmanager
@@ -142,8 +170,10 @@ def register(subparsers) -> None:
         description="Train all tasks of a .part spec at once (fused or PaRT-interleaved), with a checkpoint "
                     "per epoch, metrics, and a final per-task results table. See docs/train.md.")
     p.add_argument("spec", help="the .part file")
-    p.add_argument("--out", help="run directory (default: runs/<network>, or runs/<network>_nosharing)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--out", help="run directory, or seed group folder with --seeds (default: runs/<network>, "
+                                 "or runs/<network>_nosharing)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
+                   "(with --seeds: every member; finished ones are kept, new seeds are added)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                    help="auto (default): cuda when available, else cpu")
     p.add_argument("--epochs", type=int_at_least(1), help="override the spec's epochs (with --resume: train longer)")
@@ -151,6 +181,9 @@ def register(subparsers) -> None:
     p.add_argument("--data-root", help="folder where relative data paths of the spec are looked up first")
     p.add_argument("--no-sharing", action="store_true",
                    help="train the no-sharing baseline: every task gets private copies of its path's segments")
+    p.add_argument("--seeds", type=_seeds, metavar="1,2,3",
+                   help="a seed group: one run per train seed into OUT/seed-N (same network, paths and data splits; "
+                        "initial weights, data order and augmentation vary), marked by OUT/group.json")
     p.add_argument("--threads", type=int_at_least(1),
                    help="CPU threads for torch (default: torch's choice, at most the CPUs this process may use)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, epoch lines or results table")
@@ -172,6 +205,9 @@ def register(subparsers) -> None:
     p.add_argument("--data-root", help="folder where relative data paths of the spec are looked up first")
     p.add_argument("--no-freeze", action="store_true",
                    help="fine-tune everything from the base weights (the old tasks then change: for comparison)")
+    p.add_argument("--seeds", type=_seeds, metavar="1,2,3",
+                   help="a seed group: one extension per train seed into NEW_RUN/seed-N (a base seed group is "
+                        "extended member by member)")
     p.add_argument("--threads", type=int_at_least(1), help="CPU threads for torch (as partc train)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, epoch lines or results table")
     add_distributed_options(p)

@@ -64,8 +64,11 @@ class TrainConfig:
         return cls(**d)
 
 
-def resolve_config(net: Network, *, epochs: int | None = None, mode: str | None = None) -> TrainConfig:
+def resolve_config(net: Network, *, epochs: int | None = None, mode: str | None = None,
+                   seed: int | None = None) -> TrainConfig:
     """The spec's train block (checked by `partc check`) with defaults filled in and CLI overrides applied.
+
+    `seed` (a seed group's member) replaces the train seed: initial weights, data order, augmentation.
 
     Nothing here can refuse a checked spec: the values were validated against
     `partc.train.settings` at check time; this only converts them.
@@ -76,7 +79,8 @@ def resolve_config(net: Network, *, epochs: int | None = None, mode: str | None 
                   for k, v in opt_kwargs.items()}
     opt_kwargs.setdefault("lr", DEFAULT_LR)
     schedule, schedule_kwargs = call_arguments(setting_value(t, "schedule"), SCHEDULES)
-    seed = setting_value(t, "seed")
+    if seed is None:
+        seed = setting_value(t, "seed")
     return TrainConfig(
         epochs=epochs if epochs is not None else setting_value(t, "epochs"),
         batch=setting_value(t, "batch"),

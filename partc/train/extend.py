@@ -241,11 +241,12 @@ def plan_extension(base_run: str | Path, grown_path: str | Path, out: str | Path
 
 def extend(base_run: str | Path, grown_path: str | Path, out_dir: str | Path, *, epochs: int | None = None,
            device: str = "auto", mode: str | None = None, data_root: str | Path | None = None, quiet: bool = False,
-           resume: bool = False, freeze: bool = True, world=None) -> dict:
+           resume: bool = False, freeze: bool = True, seed: int | None = None, world=None) -> dict:
     """Train the grown spec's new tasks over BASE_RUN into OUT_DIR (see the module docstring); the results.
 
-    The base run is only read. With `resume`, OUT_DIR must be this extension's run directory. Under
-    torchrun, rank 0 reads the base run and hands every rank the plan (`partc.train.distributed`).
+    The base run is only read. With `resume`, OUT_DIR must be this extension's run directory.
+    `seed` replaces the grown spec's train seed (a member of a seed group). Under torchrun, rank 0
+    reads the base run and hands every rank the plan (`partc.train.distributed`).
     """
     from partc.train.distributed import joined
     from partc.train.runner import train
@@ -253,16 +254,16 @@ def extend(base_run: str | Path, grown_path: str | Path, out_dir: str | Path, *,
     if world is None:
         with joined(device) as world:
             return extend(base_run, grown_path, out_dir, epochs=epochs, device=device, mode=mode, data_root=data_root,
-                          quiet=quiet, resume=resume, freeze=freeze, world=world)
+                          quiet=quiet, resume=resume, freeze=freeze, seed=seed, world=world)
     out = Path(out_dir)
     extension = world.agreed(_plan_on_main, base_run, grown_path, out, freeze, resume, world)
     shared = world.broadcast((extension.spec_text, extension.growth, extension.base_state) if world.main else None)
     net = world.agreed(lambda: extension.net if world.main else loads(shared[0], str(grown_path)))
     if resume:
         return train(net, out, device=device, resume=True, epochs=epochs, mode=mode, data_root=data_root,
-                     quiet=quiet, world=world)
+                     quiet=quiet, seed=seed, world=world)
     return train(net, out, device=device, epochs=epochs, mode=mode, data_root=data_root, quiet=quiet,
-                 growth=shared[1], initial_state=shared[2], world=world)
+                 growth=shared[1], initial_state=shared[2], seed=seed, world=world)
 
 
 def _plan_on_main(base_run, grown_path, out: Path, freeze: bool, resume: bool, world) -> Extension | None:
@@ -276,3 +277,37 @@ def _plan_on_main(base_run, grown_path, out: Path, freeze: bool, resume: bool, w
             raise CheckpointError(f"'{out}' is not an extension of '{base_run}' by '{grown_path}'",
                                   hint="resume with the base run and grown spec it was started from")
     return extension
+
+
+def extend_group(base: str | Path, grown_path: str | Path, out_dir: str | Path, seeds: list[int], *,
+                 resume: bool = False, quiet: bool = False, **options: Any) -> dict[int, dict]:
+    """`partc extend --seeds`: one extension per seed into OUT/seed-N (a seed group, as `partc train --seeds`).
+
+    A base seed group extends member by member (its seed-N by seed N: a paired comparison of the
+    grown tasks stays paired); a single base run is extended once per train seed.
+    """
+    import sys
+
+    from partc.run import is_group, member_dir, require_group
+    from partc.train.seeds import group_table, run_group
+
+    base = Path(base)
+    if is_group(base):
+        missing = [s for s in seeds if s not in require_group(base).get("seeds", [])]
+        if missing:
+            raise TrainError(f"base seed group '{base}' has no member for seed(s) {', '.join(map(str, missing))}",
+                             hint=f"use its seeds ({', '.join(map(str, require_group(base)['seeds']))}), or train them")
+    first_base = member_dir(base, seeds[0]) if is_group(base) else base
+    net = plan_extension(first_base, grown_path).net
+    about = {"network": net.name, "source_network": net.name, "source_spec_hash": net.spec_hash, "no_sharing": False,
+             "extends": str(base)}
+
+    def run_one(member: Path, seed: int) -> dict:
+        member_base = member_dir(base, seed) if is_group(base) else base
+        return extend(member_base, grown_path, member, seed=seed, quiet=quiet,
+                      resume=resume and run_paths(member)["info"].is_file(), **options)
+
+    results = run_group(out_dir, seeds, run_one, about, resume=resume, quiet=quiet)
+    if not quiet:
+        sys.stdout.write(group_table(net.name, results))
+    return results

@@ -49,14 +49,16 @@ KEEP_EPOCH_CHECKPOINTS = 3  # plus init.pt, last.pt and the epoch with the best 
 def train(net: Network, out_dir: str | Path | None = None, *, device: str = "auto", resume: bool = False,
           epochs: int | None = None, mode: str | None = None, data_root: str | Path | None = None,
           quiet: bool = False, no_sharing: bool = False, data: dict[str, Any] | None = None,
-          growth: Growth | None = None, initial_state: dict[str, Any] | None = None,
+          growth: Growth | None = None, initial_state: dict[str, Any] | None = None, seed: int | None = None,
           world: World | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict:
     """Train every task of `net` into `out_dir` (default runs/<network>); the final results.
 
     `no_sharing` trains the spec's no-sharing baseline instead (`partc.train.nosharing`).
-    `data` ({task: TaskData}) skips loading, for tests and benchmarks.
+    `data` ({task: TaskData}) skips loading, for tests, benchmarks and seed groups.
     `growth` and `initial_state` come from `partc.train.extend`: train only the new tasks, over the base
     run's weights, with the base tasks' modules frozen; a resumed extension finds them in run.json.
+    `seed` replaces the train seed (initial weights, data order, augmentation); the
+    network seed, and with it the paths and the data splits, stays the spec's.
     Under torchrun the processes train one run together (`partc.train.distributed`; `world`, when the
     caller joined it already); every rank returns the results.
     """
@@ -64,7 +66,7 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
         with joined(device, timeout_s) as world:
             return train(net, out_dir, device=device, resume=resume, epochs=epochs, mode=mode, data_root=data_root,
                          quiet=quiet, no_sharing=no_sharing, data=data, growth=growth, initial_state=initial_state,
-                         world=world)
+                         seed=seed, world=world)
     source = net
     if no_sharing:
         from partc.train.nosharing import unshare
@@ -78,17 +80,19 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
     opened = world.agreed(_read_run, out, net, no_sharing, resume, world,
                           fingerprint={**code_fingerprint(), "spec hash": net.spec_hash})
     state, recorded = world.broadcast(opened)
-    trainer = world.agreed(_prepare, out, net, state, recorded, epochs, mode, data_root, data, runtime, world,
-                           growth, initial_state)
-    world.agree(None, {"settings": trainer.cfg.to_dict(), "data": trainer.stats, "batches": trainer.batch_sizes})
-    start = _open_run(out, net, source, trainer, state, world)
+    asked = dict(epochs=epochs, mode=mode, seed=seed, data_root=data_root, data=data, growth=growth,
+                 initial_state=initial_state)
+    trainer, splits = world.agreed(_prepare, out, net, state, recorded, asked, runtime, world)
+    world.agree(None, {"settings": trainer.cfg.to_dict(), "data": trainer.stats, "batches": trainer.batch_sizes,
+                       "splits": splits})
+    start = _open_run(out, net, source, trainer, state, recorded, splits, world)
     _train_epochs(out, net, trainer, start, quiet)
     results = _finish(out, net, trainer.cfg.epochs, no_sharing, quiet) if world.main else None
     return world.broadcast(results)
 
 
 def _read_run(out: Path, net: Network, no_sharing: bool, resume: bool, world: World) -> tuple[dict | None, dict | None]:
-    """On rank 0: (last.pt, run.json's extension record) to resume from, or (None, None) for a new run."""
+    """On rank 0: (last.pt, run.json) to resume from, or (None, None) for a new run."""
     if not world.main:
         return None, None
     if not resume and _restarted_here(out, world):
@@ -97,28 +101,42 @@ def _read_run(out: Path, net: Network, no_sharing: bool, resume: bool, world: Wo
         _refuse_existing(out)
         return None, None
     state = _resume_checkpoint(out, net, no_sharing)
-    return state, require_info(out).get("extend")
+    return state, require_info(out)
 
 
-def _prepare(out: Path, net: Network, state: dict | None, recorded: dict | None, epochs: int | None, mode: str | None,
-             data_root, data, runtime: Runtime, world: World, growth: Growth | None,
-             initial_state: dict | None) -> Trainer:
-    """Settings, data and the trainer (restored from `state` on resume): everything before the first write."""
+def _prepare(out: Path, net: Network, state: dict | None, recorded: dict | None, asked: dict[str, Any],
+             runtime: Runtime, world: World) -> tuple[Trainer, dict[str, Any]]:
+    """Settings, data and the trainer (restored from `state` on resume), and the data's split record:
+    everything before the first write. `asked`: train()'s epochs, mode, seed, data_root, data, growth
+    and initial_state."""
+    growth, initial_state = asked["growth"], asked["initial_state"]
     if state is not None:
-        cfg = _resume_config(state, epochs, mode, run_paths(out)["last"])
-        growth, initial_state = (Growth.from_dict(recorded) if recorded else None), None
+        cfg = _resume_config(state, asked["epochs"], asked["mode"], asked["seed"], run_paths(out)["last"])
+        growth, initial_state = (Growth.from_dict(recorded["extend"]) if recorded.get("extend") else None), None
     else:
-        cfg = resolve_config(net, epochs=epochs, mode=mode)
+        cfg = resolve_config(net, epochs=asked["epochs"], mode=asked["mode"], seed=asked["seed"])
+    data = asked["data"]
     if data is None:
         from partc.data.load import load_all
 
-        data = load_all(net, data_root=data_root)
+        data = load_all(net, data_root=asked["data_root"])
     check_data(net, data)
+    splits = _split_record(data)
+    if state is not None:
+        _check_same_splits(out, recorded.get("splits"), splits)
     runtime.setup()
     trainer = Trainer(net, cfg, runtime, data, growth=growth, initial_state=initial_state, world=world)
     if state is not None:
         trainer.load_state_dict(state, str(run_paths(out)["last"]))
-    return trainer
+    return trainer, splits
+
+
+def _split_record(data: dict[str, Any]) -> dict[str, Any]:
+    """Which samples each task's splits hold (run.json "splits"): runs with equal digests saw the same splits."""
+    from partc.data.splits import SPLIT_RULE
+
+    digests = {t: d.split_digest() for t, d in data.items() if callable(getattr(d, "split_digest", None))}
+    return {"rule": SPLIT_RULE, "digests": {t: v for t, v in digests.items() if v is not None}}
 
 
 def _restarted_here(out: Path, world: World) -> bool:
@@ -129,7 +147,8 @@ def _restarted_here(out: Path, world: World) -> bool:
     return not problems and info.get("launch_id") == world.launch_id
 
 
-def _open_run(out: Path, net: Network, source: Network, trainer: Trainer, state: dict | None, world: World) -> int:
+def _open_run(out: Path, net: Network, source: Network, trainer: Trainer, state: dict | None,
+              recorded: dict | None, splits: dict[str, Any], world: World) -> int:
     """Rank 0 starts the run directory (spec, init.pt) or tidies it for a resume; the epochs done."""
     paths, cfg, growth = run_paths(out), trainer.cfg, trainer.growth
     start = int(state["epoch"]) if state is not None else 0
@@ -139,13 +158,13 @@ def _open_run(out: Path, net: Network, source: Network, trainer: Trainer, state:
     if state is not None:
         keep_metrics_until(out, start)
         remove_temp_files(out)
-        write_info(out, {**require_info(out), "epochs": cfg.epochs, "device": str(trainer.runtime.device), **launch})
+        write_info(out, {**recorded, "epochs": cfg.epochs, "device": str(trainer.runtime.device), **launch})
         return start
     info = {
         "partc_version": _version(), "network": net.name, "spec_hash": net.spec_hash, "spec_file": str(source.file),
         "mode": cfg.mode, "device": str(trainer.runtime.device), "epochs": cfg.epochs, "batch": cfg.batch,
         "seed": cfg.seed, "no_sharing": source is not net, "config": cfg.to_dict(),
-        "steps_per_epoch": trainer.steps, "task_batch": trainer.batch_sizes, **launch,
+        "steps_per_epoch": trainer.steps, "task_batch": trainer.batch_sizes, "splits": splits, **launch,
     }
     if source is not net:
         info.update(source_network=source.name, source_spec_hash=source.spec_hash)
@@ -225,11 +244,26 @@ def _resume_checkpoint(out: Path, net: Network, no_sharing: bool) -> dict:
     return load_checkpoint(run_paths(out)["last"], net)
 
 
-def _resume_config(state: dict, epochs: int | None, mode: str | None, where: Path) -> TrainConfig:
+def _check_same_splits(out: Path, recorded: Any, now: dict[str, Any]) -> None:
+    """A resumed run must train and test on the samples it started with."""
+    if not isinstance(recorded, dict):
+        raise TrainError(f"run '{out}' was trained before partc split data by sample: resuming it would change "
+                         "its train/val/test samples mid-run", hint="start a new run (its splits are by sample)")
+    before = recorded.get("digests") or {}
+    changed = sorted(t for t, d in now["digests"].items() if t in before and before[t] != d)
+    if changed:
+        raise TrainError(f"the data of task(s) {', '.join(changed)} split into other samples than when run '{out}' "
+                         "started (the data changed)", hint="resume with the data the run started with, or start a new run")
+
+
+def _resume_config(state: dict, epochs: int | None, mode: str | None, seed: int | None, where: Path) -> TrainConfig:
     cfg = TrainConfig.from_dict(state["config"])
     if mode is not None and mode != cfg.mode:
         raise TrainError(f"the run was trained in {cfg.mode} mode; it cannot resume in {mode} mode",
                          hint=f"drop --mode, or start a new run with --mode {mode}")
+    if seed is not None and seed != cfg.seed:
+        raise TrainError(f"the run was trained with seed {cfg.seed}; it cannot resume with seed {seed}",
+                         hint=f"resume it with seed {cfg.seed}, or train seed {seed} into another --out")
     if epochs is not None:
         if epochs < int(state["epoch"]):
             raise TrainError(f"--epochs {epochs} is fewer than the {state['epoch']} epochs '{where}' already has")
