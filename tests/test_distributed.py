@@ -7,7 +7,8 @@ spec without BatchNorm), metrics.jsonl has one row per task, split and epoch, ev
 a single-process evaluation to the bit, a SIGKILLed rank under `--max-restarts` ends with the
 uninterrupted run's weights, a 2-process run resumes on 1 process, and bad input (a batch the world
 size does not divide, ranks with different specs, an unreachable rendezvous) stops every rank with
-exit 2 before the run directory exists.
+exit 2 before the run directory exists. `partc extend --nproc 2` keeps the old routes bit-identical and
+trains the new task as one process does.
 """
 
 from __future__ import annotations
@@ -328,3 +329,30 @@ def test_torchrun_with_one_process_is_a_plain_run(spec, tmp_path):
     assert code == 0, err
     assert read_info(out)[0]["world_size"] == 1
     assert_one_row_each(out, EPOCHS)
+
+
+def test_extend_on_two_processes_keeps_old_tasks_and_equals_one_process(spec, one_process, tmp_path):
+    """`partc extend --nproc 2`: the old routes stay bit-identical, the new task trains as on 1 process."""
+    from partc.train.extend import extend
+
+    grown = tmp_path / "grown.part"
+    grown.write_text(SPEC.replace("  train {", "  task d { data synthetic(classes=2, samples=100, seed=5) "
+                                               "path l1[3] l2[0, 3] l3[3] }\n  train {"), encoding="utf-8")
+    base = one_process["fused"]
+    code, err = run([sys.executable, "-m", "partc", "extend", str(base), str(grown), "--out", str(tmp_path / "two"),
+                     "--device", "cpu", "-q", "--nproc", "2"])
+    assert code == 0, err
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        extend(base, grown, tmp_path / "one", device="cpu", quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    old, two = weights(base), weights(tmp_path / "two")
+    on_old_routes = [k for k in old if not k.startswith(("levels.l1.3.", "levels.l2.3.", "levels.l3.3."))]
+    assert len(on_old_routes) < len(old)
+    for k in on_old_routes:  # segment 3 of every level was on no route: d trains it
+        assert torch.equal(old[k], two[k]), k
+    assert_close(weights(tmp_path / "one"), two)
+    rows, problems = read_metrics(tmp_path / "two")
+    assert not problems and {r["task"] for r in rows if r["split"] == "train"} == {"d"}  # old tasks: evaluated only
