@@ -109,3 +109,15 @@ def test_any_arguments_a_spec_can_give_train_the_same_weights_as_torch(call):
     run(optim.OPTIMIZERS[name](ours, **kwargs), ours, range(5))
     run(TORCH[name](theirs, **kwargs), theirs, range(5))
     assert_same(ours, theirs)
+
+
+def test_a_step_pre_hook_runs_before_each_step_until_removed():
+    """partc.train.distributed averages the ranks' gradients in one (torch.optim's API)."""
+    params = parameters(0)
+    opt, seen = optim.SGD(params, lr=0.1), []
+    handle = opt.register_step_pre_hook(lambda o, args, kwargs: seen.append((o, args, kwargs, params[0].clone())))
+    run(opt, params, range(2))
+    handle.remove()
+    run(opt, params, range(2, 3))
+    assert [s[:3] for s in seen] == [(opt, (), {})] * 2
+    assert not torch.equal(seen[0][3], seen[1][3])  # the hook saw the weights before each step

@@ -16,6 +16,7 @@ lr, betas, eps, weight_decay; SGD's momentum, dampening, nesterov.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,6 +40,16 @@ class Optimizer:
             raise ValueError("optimizer got an empty parameter list")
         self.param_groups: list[dict[str, Any]] = [{**group, "params": params}]
         self.state: dict[torch.Tensor, dict[str, Any]] = {}
+        self._step_pre_hooks: OrderedDict[int, Any] = OrderedDict()  # RemovableHandle needs a weak reference
+
+    def register_step_pre_hook(self, hook):
+        """As torch.optim's: `hook(optimizer, args, kwargs)` before every step (several processes average
+        gradients there, `partc.train.distributed`); a handle whose `remove()` drops it."""
+        from torch.utils.hooks import RemovableHandle
+
+        handle = RemovableHandle(self._step_pre_hooks)
+        self._step_pre_hooks[handle.id] = hook
+        return handle
 
     def _params(self) -> list[torch.nn.Parameter]:
         return [p for group in self.param_groups for p in group["params"]]
@@ -55,6 +66,8 @@ class Optimizer:
 
     @torch.no_grad()
     def step(self) -> None:
+        for hook in list(self._step_pre_hooks.values()):
+            hook(self, (), {})
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:

@@ -26,6 +26,7 @@ from partc.run import (
     load_checkpoint,
     point_last,
     prune_checkpoints,
+    read_info,
     read_metrics,
     remove_temp_files,
     require_info,
@@ -36,7 +37,8 @@ from partc.run import (
     write_spec,
 )
 from partc.train.config import TrainConfig, resolve_config
-from partc.train.device import Runtime, pick_device
+from partc.train.device import Runtime
+from partc.train.distributed import DEFAULT_TIMEOUT_S, World, code_fingerprint, joined
 from partc.train.nosharing import run_dir
 from partc.train.progress import Progress
 from partc.train.results import best_mean_val_epoch, build_results, results_table
@@ -50,7 +52,8 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
           epochs: int | None = None, mode: str | None = None, data_root: str | Path | None = None,
           quiet: bool = False, no_sharing: bool = False, data: dict[str, Any] | None = None,
           growth: Growth | None = None, initial_state: dict[str, Any] | None = None, seed: int | None = None,
-          cpu: CpuThreads | None = None, fused_step: str = "auto") -> dict:
+          world: World | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, cpu: CpuThreads | None = None,
+          fused_step: str = "auto") -> dict:
     """Train every task of `net` into `out_dir` (default `run_dir`); the final results.
 
     `no_sharing` trains the spec's no-sharing baseline instead (`partc.train.nosharing`).
@@ -59,38 +62,83 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
     run's weights, with the base tasks' modules frozen; a resumed extension finds them in run.json.
     `seed` replaces the train seed (initial weights, data order, augmentation); the
     network seed, and with it the paths and the data splits, stays the spec's.
+    Under torchrun the processes train one run together (`partc.train.distributed`; `world`, when the
+    caller joined it already); every rank returns the results.
     `cpu`: the CPU thread settings the command chose, for run.json (default: this process's as they are).
     `fused_step`: how a fused step runs, "auto" (by device and network, `partc.train.step`),
     "forward_all" or "per_task"; a resumed run keeps its own.
     """
+    if world is None:
+        with joined(device, timeout_s) as world:
+            return train(net, out_dir, device=device, resume=resume, epochs=epochs, mode=mode, data_root=data_root,
+                         quiet=quiet, no_sharing=no_sharing, data=data, growth=growth, initial_state=initial_state,
+                         seed=seed, world=world, cpu=cpu, fused_step=fused_step)
     source = net
     out = run_dir(net, out_dir, no_sharing)
     if no_sharing:
         from partc.train.nosharing import unshare
 
         net = unshare(net)
-    runtime = Runtime(pick_device(device))
+    quiet = quiet or not world.main
+    runtime = Runtime(world.device)
 
-    state = _resume_checkpoint(out, net, no_sharing) if resume else None
-    if state is not None:
-        cfg = _resume_config(state, epochs, mode, seed, run_paths(out)["last"])
-        recorded = require_info(out).get("extend")
-        growth, initial_state = (Growth.from_dict(recorded) if recorded else None), None
-    else:
+    # Rank 0 reads the run directory; every rank gets its checkpoint (no shared file system needed).
+    opened = world.agreed(_read_run, out, net, no_sharing, resume, world,
+                          fingerprint={**code_fingerprint(), "spec hash": net.spec_hash})
+    state, recorded = world.broadcast(opened)
+    asked = dict(epochs=epochs, mode=mode, seed=seed, data_root=data_root, data=data, growth=growth,
+                 initial_state=initial_state, fused_step=fused_step)
+    trainer, splits = world.agreed(_prepare, out, net, state, recorded, asked, runtime, world)
+    world.agree(None, {"settings": trainer.cfg.to_dict(), "data": trainer.stats, "batches": trainer.batch_sizes,
+                       "splits": splits})
+    start = _open_run(out, net, source, trainer, state, recorded, splits, world, cpu)
+    _train_epochs(out, net, trainer, start, quiet)
+    results = _finish(out, net, trainer.cfg.epochs, no_sharing, quiet) if world.main else None
+    return world.broadcast(results)
+
+
+def _read_run(out: Path, net: Network, no_sharing: bool, resume: bool, world: World) -> tuple[dict | None, dict | None]:
+    """On rank 0: (last.pt, run.json) to resume from, or (None, None) for a new run."""
+    if not world.main:
+        return None, None
+    if not resume and _restarted_here(out, world):
+        resume = True  # torchrun --max-restarts started the group again: carry on from the last checkpoint
+    if not resume:
         _refuse_existing(out)
-        cfg = resolve_config(net, epochs=epochs, mode=mode, seed=seed)
+        return None, None
+    state = _resume_checkpoint(out, net, no_sharing)
+    return state, require_info(out)
+
+
+def _prepare(out: Path, net: Network, state: dict | None, recorded: dict | None, asked: dict[str, Any],
+             runtime: Runtime, world: World) -> tuple[Trainer, dict[str, Any]]:
+    """Settings, data and the trainer (restored from `state` on resume), and the data's split record:
+    everything before the first write. `asked`: train()'s epochs, mode, seed, data_root, data, growth,
+    initial_state and fused_step."""
+    growth, initial_state = asked["growth"], asked["initial_state"]
+    if state is not None:
+        cfg = _resume_config(state, asked["epochs"], asked["mode"], asked["seed"], run_paths(out)["last"])
+        growth, initial_state = (Growth.from_dict(recorded["extend"]) if recorded.get("extend") else None), None
+    else:
+        cfg = resolve_config(net, epochs=asked["epochs"], mode=asked["mode"], seed=asked["seed"])
+    data = asked["data"]
     if data is None:
         from partc.data.load import load_all
 
-        data = load_all(net, data_root=data_root)
+        data = load_all(net, data_root=asked["data_root"])
     check_data(net, data)
+    splits = _split_record(data)
+    if state is not None:
+        _check_same_splits(out, recorded.get("splits"), splits)
     runtime.setup()
+    fused_step = asked["fused_step"]
     if state is not None and fused_step == "auto" and runtime.device.type == "cpu":
         fused_step = state.get("fused_step") or "forward_all"  # checkpoints from before the choice ran forward_all
-    trainer = Trainer(net, cfg, runtime, data, growth=growth, initial_state=initial_state, fused_step=fused_step)
-    start = _open_run(out, net, source, trainer, state, growth, _split_record(data), cpu)
-    _train_epochs(out, net, trainer, start, quiet)
-    return _finish(out, net, cfg.epochs, no_sharing, quiet)
+    trainer = Trainer(net, cfg, runtime, data, growth=growth, initial_state=initial_state, world=world,
+                      fused_step=fused_step)
+    if state is not None:
+        trainer.load_state_dict(state, str(run_paths(out)["last"]))
+    return trainer, splits
 
 
 def _split_record(data: dict[str, Any]) -> dict[str, Any]:
@@ -101,37 +149,43 @@ def _split_record(data: dict[str, Any]) -> dict[str, Any]:
     return {"rule": SPLIT_RULE, "digests": {t: v for t, v in digests.items() if v is not None}}
 
 
+def _restarted_here(out: Path, world: World) -> bool:
+    """A group torchrun restarted (TORCHELASTIC_RESTART_COUNT > 0) over the run this launch started."""
+    if world.restart < 1 or world.launch_id is None or not run_paths(out)["info"].is_file():
+        return False
+    info, problems = read_info(out)
+    return not problems and info.get("launch_id") == world.launch_id
+
+
 def _open_run(out: Path, net: Network, source: Network, trainer: Trainer, state: dict | None,
-              growth: Growth | None, splits: dict[str, Any], cpu: CpuThreads | None) -> int:
-    """Start the run directory (spec, init.pt) or restore the trainer from last.pt; the epochs done."""
-    paths, cfg = run_paths(out), trainer.cfg
+              recorded: dict | None, splits: dict[str, Any], world: World, cpu: CpuThreads | None) -> int:
+    """Rank 0 starts the run directory (spec, init.pt) or tidies it for a resume; the epochs done."""
+    paths, cfg, growth = run_paths(out), trainer.cfg, trainer.growth
+    start = int(state["epoch"]) if state is not None else 0
+    if not world.main:
+        return start
     # How this session computes: a CPU run's sums depend on the thread count, a fused step on its forward.
-    compute = {"cpu": (cpu or CpuThreads.current()).to_dict(),
-               "fused_step": {"forward": trainer.fused_step, "why": trainer.fused_step_why}}
+    launch = {"world_size": world.size, "launch_id": world.launch_id, "cpu": (cpu or CpuThreads.current()).to_dict(),
+              "fused_step": {"forward": trainer.fused_step, "why": trainer.fused_step_why}}
+    if state is not None:
+        keep_metrics_until(out, start)
+        remove_temp_files(out)
+        write_info(out, {**recorded, "epochs": cfg.epochs, "device": str(trainer.runtime.device), **launch})
+        return start
     info = {
         "partc_version": _version(), "network": net.name, "spec_hash": net.spec_hash, "spec_file": str(source.file),
         "mode": cfg.mode, "device": str(trainer.runtime.device), "epochs": cfg.epochs, "batch": cfg.batch,
         "seed": cfg.seed, "no_sharing": source is not net, "config": cfg.to_dict(),
-        "steps_per_epoch": trainer.steps, "task_batch": trainer.batch_sizes, "splits": splits, **compute,
+        "steps_per_epoch": trainer.steps, "task_batch": trainer.batch_sizes, "splits": splits, **launch,
     }
     if source is not net:
         info.update(source_network=source.name, source_spec_hash=source.spec_hash)
     if growth is not None:
         info["extend"] = growth.to_dict()
-    if state is not None:
-        recorded = require_info(out)
-        _check_same_splits(out, recorded.get("splits"), splits)
-        trainer.load_state_dict(state, str(paths["last"]))
-        start = int(state["epoch"])
-        keep_metrics_until(out, start)
-        remove_temp_files(out)
-        info = {**recorded, "epochs": cfg.epochs, "device": str(trainer.runtime.device), **compute}
-    else:
-        start = 0
-        out.mkdir(parents=True, exist_ok=True)
-        write_spec(out, net.source)
-        save_checkpoint(paths["init"], _checkpoint(net, trainer, 0))
-        point_last(out, paths["init"])
+    out.mkdir(parents=True, exist_ok=True)
+    write_spec(out, net.source)
+    save_checkpoint(paths["init"], _checkpoint(net, trainer, 0))
+    point_last(out, paths["init"])
     write_info(out, info)
     return start
 
@@ -157,6 +211,8 @@ def _train_epochs(out: Path, net: Network, trainer: Trainer, start: int, quiet: 
                     for t, m in train_metrics.items()]
             for (t, split), m in _timed_eval(trainer).items():
                 rows.append({"epoch": epoch, "task": t, "split": split, **m})
+            if not trainer.world.main:
+                continue  # rank 0 alone writes the run directory
             append_metrics(out, rows)
             save_checkpoint(epoch_checkpoint(out, epoch), _checkpoint(net, trainer, epoch))
             point_last(out, epoch_checkpoint(out, epoch))
