@@ -34,34 +34,18 @@ USER_SETTINGS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NU
 
 def child(case: str, threads: int, steps: int) -> dict:
     import torch
-    import torch.nn.functional as F
 
     import partc
-    from bench.fused_step import spec_text
+    from bench.fused_step import make_steps, spec_text
     from partc.train.flops import task_train_flops
-    from partc.train.optim import Adam
     from partc.train.step import choose_fused_step
 
     torch.set_num_threads(threads)
     name, batch = case.rsplit("/", 1)
     text, file = spec_text(name)
     net, batch = partc.loads(text, file), int(batch)
-    gen = torch.Generator().manual_seed(0)
-    xs = {t: torch.randn(batch, *net.inputs[task.input].shape, generator=gen) for t, task in net.tasks.items()}
-    ys = {t: torch.randint(0, task.classes, (batch,), generator=gen) for t, task in net.tasks.items()}
-    torch.manual_seed(0)
-    model = partc.compile(net).train()
-    opt = Adam(model.parameters(), lr=1e-3)
     way, _ = choose_fused_step(net, {t: batch for t in net.tasks}, "cpu", "per_task")
-    forward = model.forward_all if way == "forward_all" else model.forward_tasks
-
-    def step():
-        logits = forward(xs)
-        loss = sum(F.cross_entropy(logits[t], ys[t]) for t in xs)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
+    step = make_steps(net, batch)[way]  # the step bench/fused_step.py times, the way partc picks
     step(), step()
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(steps):

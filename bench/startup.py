@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.timing import load_note, spread  # noqa: E402
+
 SPEC = ROOT / "specs" / "split_digits.part"
 HEAVY = ("torch", "torch._dynamo", "networkx", "lark", "jinja2", "numpy", "sklearn", "scipy", "pandas", "onnx",
          "onnxruntime", "matplotlib")
@@ -73,9 +76,11 @@ def inspect(args: list[str], tree: Path) -> dict:
     return json.loads(line[len("STARTUP "):])
 
 
-def spread(values: list[float]) -> str:
-    v = sorted(values)
-    return f"{statistics.median(v):.2f} ({v[0]:.2f}..{v[-1]:.2f})"
+def row(name: str, tag: str | None, walls: list[float], seen: dict | None) -> str:
+    """A table row: the floor (`seen` None) or a partc command with what it imported."""
+    if seen is None:
+        return f"| {name} | - | {spread(walls)} | - | - |"
+    return f"| partc {name} | {tag} | {spread(walls)} | {seen['rss_mib']:.0f} | {', '.join(seen['heavy']) or 'none'} |"
 
 
 def main(argv=None) -> int:
@@ -107,13 +112,9 @@ def main(argv=None) -> int:
         print("| command | tree | wall s, median (min..max) | peak RSS MiB | heavy packages imported |")
         print("|---|---|---:|---:|---|")
         for name, tag, tree in variants:
-            if tree is None:
-                print(f"| python -c pass | - | {spread(walls[name, tag])} | - | - |")
-                continue
-            seen = inspect(commands(Path(tmp) / f"inspect-{tag}")[name], tree)
-            print(f"| partc {name} | {tag} | {spread(walls[name, tag])} | {seen['rss_mib']:.0f} | "
-                  f"{', '.join(seen['heavy']) or 'none'} |", flush=True)
-    print(f"# load average after: {os.getloadavg()[0]:.1f}")
+            seen = inspect(commands(Path(tmp) / f"inspect-{tag}")[name], tree) if tree is not None else None
+            print(row(name, tag, walls[name, tag], seen), flush=True)
+    print(load_note("after"))
     return 0
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.timing import load_note, spread  # noqa: E402
 from partc.devices import configure_cpu, set_wait_policy  # noqa: E402
 
 set_wait_policy()  # before torch is imported, as `partc train` does
@@ -201,12 +202,6 @@ def matmul_rate(device, quick: bool = False) -> tuple[float, str]:
     return 2 * n**3 * reps / (time.perf_counter() - began), f"{'bf16' if dtype == torch.bfloat16 else 'fp32'} {n}^3"
 
 
-def spread(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
-    """'median (min..max)' of `values` times `scale`."""
-    v = sorted(x * scale for x in values)
-    return f"{statistics.median(v):.{digits}f} ({v[0]:.{digits}f}..{v[-1]:.{digits}f})"
-
-
 def machine(device) -> str:
     gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     return (f"{platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -262,9 +257,9 @@ def main(argv=None) -> int:
             ratio = (f"{statistics.median(r['images_s']) / statistics.median(reference):.2f}x" if reference else "-")
             mfu = [ips * flops / peak for ips, peak in zip(r["images_s"], r["peak"])]
             memory = f"{r['peak_mib']:.0f} MiB" if r["peak_mib"] is not None else "-"
-            print(f"| {batch} | {variant} | {spread(r['images_s'])} | {ratio} | {spread(r['peak'], 1e-12, 3)} | "
+            print(f"| {batch} | {variant} | {spread(r['images_s'], digits=1)} | {ratio} | {spread(r['peak'], 1e-12, 3)} | "
                   f"{spread(mfu, 100, 2)}% | {memory} |", flush=True)
-    print(f"# load average after: {os.getloadavg()[0]:.1f}")
+    print(load_note("after"))
     return 0
 
 

@@ -15,19 +15,12 @@ from partc.train import resolve_config, train
 from partc.train.device import Runtime
 from partc.train.session import Trainer
 from partc.train.step import PER_TASK_BYTES, activation_bytes, choose_fused_step
+from tests.test_train import one_thread  # noqa: F401 (autouse: these tiny models train fastest on one thread)
 from tests.train_specs import TINY, same
 
 CPU = Runtime(torch.device("cpu"))
 # TINY without its dropout: per-task forwards then compute the fused step (TINY itself keeps forward_all)
 STEADY = TINY.replace("network tiny", "network steady").replace(" head { flatten; dropout(0.3) }", "")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
