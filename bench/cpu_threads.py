@@ -4,9 +4,8 @@
                                  [--settings 1,2-passive,2-default,2-active]
 
 Every (case, setting) runs in a fresh process (OpenMP reads its wait policy
-once, when torch loads it): the case's training step as partc's CPU trainer
-runs it (`partc.train.step` picks forward_all or per-task forwards; summed
-cross-entropy, backward, Adam) on synthetic batches, --steps timed steps
+once, when torch loads it): the case's training step as partc's trainer
+runs it (forward_all, summed cross-entropy, backward, partc's Adam) on synthetic batches, --steps timed steps
 after two warm-up steps. Settings: `N` threads with OMP_WAIT_POLICY
 PASSIVE, unset (`default`: libgomp spins a while, then sleeps) or ACTIVE;
 `1` is one thread. Rounds alternate the settings (the order rotates); a
@@ -38,14 +37,13 @@ def child(case: str, threads: int, steps: int) -> dict:
     import partc
     from bench.fused_step import make_steps, spec_text
     from partc.train.flops import task_train_flops
-    from partc.train.step import choose_fused_step
 
     torch.set_num_threads(threads)
     name, batch = case.rsplit("/", 1)
     text, file = spec_text(name)
     net, batch = partc.loads(text, file), int(batch)
-    way, _ = choose_fused_step(net, {t: batch for t in net.tasks}, "cpu", "per_task")
-    step = make_steps(net, batch)[way]  # the step bench/fused_step.py times, the way partc picks
+    way = "forward_all"
+    step = make_steps(net, batch)[way]  # the step bench/fused_step.py times
     step(), step()
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(steps):

@@ -1,4 +1,4 @@
-"""The fused training step on the CPU: `forward_all` against one forward per task, and what partc picks.
+"""The fused training step on the CPU: `forward_all` against one forward per task (why the CPU keeps forward_all).
 
     python3 bench/fused_step.py [--rounds 15] [--steps 3] [--threads 1] [--cases split_digits/32,large/8]
 
@@ -8,10 +8,13 @@ fresh models with the same initial weights and synthetic batches. They
 alternate round by round (the order flips every round), each round timing
 --steps steps; a figure is the median of the rounds and the spread is
 their min..max. Times are the process's CPU seconds per step (fair under a
-varying load with one thread; wall-clock is printed beside). The last
-columns say which way `partc.train.step.choose_fused_step` picks for the
-case, from the activation size it computes, and whether that was the
-faster one here.
+varying load with one thread; wall-clock is printed beside). The "per
+task" way is the plain loop over `model(x, task=t)`; with `batchnorm
+per_task` and no dropout it computes the fused step's losses, gradients
+and BatchNorm statistics up to float rounding. Where it were faster, the
+CPU trainer would have a reason to run it; measured, `forward_all` was
+faster in every case (docs/BENCHMARKS.md), so partc runs `forward_all` on
+every device. The KiB column is `partc.train.flops.activation_bytes`.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ def make_steps(net, batch: int):
         torch.manual_seed(0)
         model = partc.compile(net).train()
         opt = Adam(model.parameters(), lr=1e-3)
-        forward = model.forward_all if way == "forward_all" else model.forward_tasks
+        forward = model.forward_all if way == "forward_all" else (lambda b: {t: model(x, task=t) for t, x in b.items()})
 
         def step():
             logits = forward(xs)
@@ -103,15 +106,15 @@ def main(argv=None) -> int:
     import torch
 
     import partc
-    from partc.train.step import activation_bytes, choose_fused_step
+    from partc.train.flops import activation_bytes
 
     print(f"# fused_step: {args.rounds} rounds x {args.steps} steps per way, alternated; "
           f"threads {cpu.threads} ({cpu.wait})")
     print(f"# machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
           f"load at start {os.getloadavg()[0]:.1f}")
     print("| case | KiB per task and layer | forward_all ms (min..max) | per_task ms (min..max) | per_task / "
-          "forward_all | wall ratio | partc picks | right? |")
-    print("|---|---:|---:|---:|---:|---:|---|---|")
+          "forward_all | wall ratio |")
+    print("|---|---:|---:|---:|---:|---:|")
     for case in args.cases.split(","):
         name, batch = case.rsplit("/", 1)
         text, file = spec_text(name)
@@ -121,13 +124,11 @@ def main(argv=None) -> int:
         times = measure(make_steps(net, batch), args.rounds, args.steps)
         med = {w: statistics.median(t["cpu"]) for w, t in times.items()}
         wall = {w: statistics.median(t["wall"]) for w, t in times.items()}
-        picked, _ = choose_fused_step(net, sizes, "cpu", "per_task")
-        faster = min(med, key=med.get)
         cells = [f"{1e3 * med[w]:.1f} ({1e3 * min(times[w]['cpu']):.1f}..{1e3 * max(times[w]['cpu']):.1f})"
                  for w in ("forward_all", "per_task")]
         print(f"| {name}, {len(net.tasks)} tasks x {batch} | {activation_bytes(net, sizes) / 1024:.0f} | {cells[0]} | "
-              f"{cells[1]} | {med['per_task'] / med['forward_all']:.2f} | {wall['per_task'] / wall['forward_all']:.2f} "
-              f"| {picked} | {'yes' if picked == faster else 'no'} |", flush=True)
+              f"{cells[1]} | {med['per_task'] / med['forward_all']:.2f} | {wall['per_task'] / wall['forward_all']:.2f} |",
+              flush=True)
     print(f"# load at end {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -9,8 +9,8 @@ Variants (each on a fresh model with the same initial weights):
   reference       one task's batch at a time (model(x, task=t)), that task's own Adam, eager fp32:
                   what the PaRT reference code does
   fused-fp32      partc fused mode: forward_all over every task's batch, one Adam, eager fp32
-  fused-per-task  the same step with one forward per task (PartModel.forward_tasks), what partc's
-                  CPU trainer runs where it is faster (partc.train.step)
+  fused-per-task  the same step with one forward per task (model(x, task=t) for each task, one
+                  Adam): measured slower than forward_all on the CPU too (docs/BENCHMARKS.md)
   fused-bf16      + bf16 autocast, channels_last, fused Adam (what `partc train` does on CUDA)
   fused-compile   + torch.compile of forward and loss (--compile-mode: default, or e.g.
                   max-autotune-no-cudagraphs, which autotunes every conv shape: many minutes)
@@ -55,8 +55,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import partc  # noqa: E402
 from partc.train import fast  # noqa: E402
-from partc.train.flops import task_train_flops  # noqa: E402
-from partc.train.step import activation_bytes  # noqa: E402
+from partc.train.flops import activation_bytes, task_train_flops  # noqa: E402
 
 CUDA_VARIANTS = ["reference", "fused-fp32", "fused-bf16", "fused-compile", "fused-graph"]
 CPU_VARIANTS = ["reference", "fused-fp32", "fused-per-task"]
@@ -129,7 +128,8 @@ def make_step(variant: str, net, device, pools, compile_mode: str = "default"):
             graphed({t: pools[t][i % POOL] for t in tasks})
         return model, step
 
-    forward = model.forward_tasks if variant == "fused-per-task" else model.forward_all
+    forward = ((lambda xs: {t: model(x, task=t) for t, x in xs.items()}) if variant == "fused-per-task"
+               else model.forward_all)
 
     def loss_of(xs, ys):
         logits = forward(xs)

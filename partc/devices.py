@@ -53,7 +53,7 @@ def cpu_threads() -> int:
 WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 # A network whose layers see less than this per call (float32 activation of one task's batch at its
-# convolutions and linear layers, `partc.train.step.activation_bytes`) trains with one thread: its
+# convolutions and linear layers, `partc.train.flops.activation_bytes`) trains with one thread: its
 # ops are too short for a second thread to pay for waking it (split_digits, digit_domains: 185 KiB).
 SMALL_LAYER_BYTES = 256 * 1024
 

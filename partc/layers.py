@@ -13,9 +13,7 @@ An entry says, as plain torch-free data (so `partc check` stays fast):
 - `onnx`: how the exporter writes it as ONNX nodes, a small function of an
   emitter `g` (below) and the bound arguments;
 - `affine` / `absorbs`: what BatchNorm folding needs (below);
-- `macs`: multiply-adds per sample, for FLOPs figures;
-- `random`: it draws random numbers in train mode (dropout), so the order
-  in which rows run through it matters (`partc.train.step`).
+- `macs`: multiply-adds per sample, for FLOPs figures.
 
 Adding a layer means adding one entry here; the compiler
 (`partc.compiler.modules`), codegen (`partc.codegen.torch_code`), FLOP
@@ -105,7 +103,6 @@ class Primitive:
     onnx: Callable[[Any, dict], str] | None = None  # (emitter, bound args) -> output tensor (module docstring)
     affine: Callable[[Callable[[str], Any]], tuple[Any, Any]] | None = None  # eval mode: per-channel (scale, shift)
     absorbs: tuple[str, str] | None = None  # (weight, bias) with the output channel on axis 0: folds an `affine`
-    random: bool = False  # draws random numbers in train mode
     doc: str = ""
     param_names: tuple[str, ...] = field(init=False, default=())
 
@@ -264,7 +261,7 @@ PRIMITIVES: dict[str, Primitive] = {
         Primitive(
             "dropout", (Param("p", (int, float), 0.5, _prob, "a probability in [0, 1)"),), _ANY_RANK, _same,
             lambda rank, a: TorchModule("Dropout", (("p", "p"),), positional=1),
-            onnx=lambda g, a: g.x, random=True,
+            onnx=lambda g, a: g.x,
             doc="dropout (train only)",
         ),
         Primitive(

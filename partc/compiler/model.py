@@ -176,19 +176,6 @@ class PartModel(nn.Module):
             logits[t] = self.heads[t](h[start:stop])
         return logits
 
-    def forward_tasks(self, batches: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Logits of every task in `batches`, one task's forward after another (in the model's task order).
-
-        In train mode with `batchnorm="per_task"`, and without random layers, this computes what
-        `forward_all` does (the same logits, gradients and BatchNorm statistics, up to float
-        rounding: a shared segment's rows are summed in another order), without its gathers and
-        scatters; on a CPU that is faster when each task's rows are many (`partc.train.step`).
-        """
-        unknown = set(batches) - set(self.task_names)
-        if unknown:
-            raise KeyError(f"unknown task(s) {sorted(unknown)}; tasks: {', '.join(self.task_names)}")
-        return {t: self.task(t)(batches[t]) for t in self.task_names if t in batches}
-
     def _run_segment(self, segment: nn.Sequential, x: Tensor, tasks: tuple[str, ...], sizes: tuple[int, ...],
                      task_owned: bool) -> Tensor:
         """One segment over the rows of its tasks (`tasks` in row order, `sizes`: each one's row count).

@@ -18,7 +18,7 @@ def prepare_torch(threads: int | None, net, resume_dir: Path | None = None):
     resuming with it stays bit-identical), else partc's default for `net` (`partc.devices.choose_threads`;
     `net` None: a spec with errors, which the command reports when it loads it)."""
     from partc.devices import configure_cpu
-    from partc.train.step import spec_layer_bytes
+    from partc.train.flops import spec_layer_bytes
 
     if threads is None and resume_dir is not None:
         from partc.run import read_info

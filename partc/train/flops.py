@@ -10,8 +10,11 @@ weights).
 
 from __future__ import annotations
 
+from math import prod
+
 from partc.ir import Layer, Network
 from partc.layers import PRIMITIVES
+from partc.train.settings import setting_value
 
 TRAIN_FACTOR = 3
 
@@ -38,3 +41,24 @@ def task_forward_flops(net: Network, task: str) -> int:
 
 def task_train_flops(net: Network, task: str) -> int:
     return TRAIN_FACTOR * task_forward_flops(net, task)
+
+
+def activation_bytes(net: Network, batch_sizes: dict[str, int]) -> float:
+    """How large a training step's layer calls are: the mean float32 bytes of one task's batch at its
+    convolutions and linear layers (the larger of input and output), weighted by the multiply-adds
+    each does for that batch. `partc.devices.choose_threads` gives small ones one thread."""
+    weighted = total = 0.0
+    for task, batch in batch_sizes.items():
+        for layer in route_layers(net, task):
+            macs = layer_macs(layer) * batch
+            if macs:
+                weighted += macs * 4 * batch * max(prod(layer.in_shape), prod(layer.shape))
+                total += macs
+    return weighted / total if total else 0.0
+
+
+def spec_layer_bytes(net: Network) -> float:
+    """`activation_bytes` with every task at the spec's batch size: what a training process knows
+    before its data is loaded, all the thread choice needs."""
+    batch = setting_value(net.train, "batch")
+    return activation_bytes(net, {t: batch for t in net.tasks})

@@ -2,8 +2,7 @@
 
 fused (default): every step takes one batch of every task, runs them
 together through `PartModel.forward_all` (each segment once over the rows
-of all its tasks) or, where that computes the same and is faster, one
-forward per task (`PartModel.forward_tasks`; `partc.train.step`), sums the task losses times each task's `weight`, and
+of all its tasks), sums the task losses times each task's `weight`, and
 takes one step of one optimizer over every parameter on some task's route.
 A shared segment's gradient is the sum of its tasks' gradients. Its
 BatchNorm normalises each task's rows with that task's own batch statistics
@@ -90,15 +89,12 @@ class TaskFeed:
 
 
 def fused_epoch(model, optimizer, feeds: dict[str, TaskFeed], weights: dict[str, float], steps: int,
-                meters: dict[str, Meter], runtime: Runtime, tick: Callable[[], None],
-                forward: Callable | None = None) -> None:
-    """`steps` fused steps; `forward` ({task: x} -> {task: logits}) is `model.forward_all` by default."""
-    forward = forward or model.forward_all
+                meters: dict[str, Meter], runtime: Runtime, tick: Callable[[], None]) -> None:
     model.train()
     for _ in range(steps):
         batches = {t: feed.next() for t, feed in feeds.items()}
         with runtime.autocast():
-            logits = forward({t: x for t, (x, _) in batches.items()})
+            logits = model.forward_all({t: x for t, (x, _) in batches.items()})
             losses = {t: F.cross_entropy(logits[t].float(), batches[t][1]) for t in batches}
             total = sum(weights[t] * losses[t] for t in batches)
         optimizer.zero_grad(set_to_none=True)

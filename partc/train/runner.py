@@ -52,8 +52,7 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
           epochs: int | None = None, mode: str | None = None, data_root: str | Path | None = None,
           quiet: bool = False, no_sharing: bool = False, data: dict[str, Any] | None = None,
           growth: Growth | None = None, initial_state: dict[str, Any] | None = None, seed: int | None = None,
-          world: World | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, cpu: CpuThreads | None = None,
-          fused_step: str = "auto") -> dict:
+          world: World | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, cpu: CpuThreads | None = None) -> dict:
     """Train every task of `net` into `out_dir` (default `run_dir`); the final results.
 
     `no_sharing` trains the spec's no-sharing baseline instead (`partc.train.nosharing`).
@@ -65,14 +64,12 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
     Under torchrun the processes train one run together (`partc.train.distributed`; `world`, when the
     caller joined it already); every rank returns the results.
     `cpu`: the CPU thread settings the command chose, for run.json (default: this process's as they are).
-    `fused_step`: how a fused step runs, "auto" (by device and network, `partc.train.step`),
-    "forward_all" or "per_task"; a resumed run keeps its own.
     """
     if world is None:
         with joined(device, timeout_s) as world:
             return train(net, out_dir, device=device, resume=resume, epochs=epochs, mode=mode, data_root=data_root,
                          quiet=quiet, no_sharing=no_sharing, data=data, growth=growth, initial_state=initial_state,
-                         seed=seed, world=world, cpu=cpu, fused_step=fused_step)
+                         seed=seed, world=world, cpu=cpu)
     source = net
     out = run_dir(net, out_dir, no_sharing)
     if no_sharing:
@@ -87,7 +84,7 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
                           fingerprint={**code_fingerprint(), "spec hash": net.spec_hash})
     state, recorded = world.broadcast(opened)
     asked = dict(epochs=epochs, mode=mode, seed=seed, data_root=data_root, data=data, growth=growth,
-                 initial_state=initial_state, fused_step=fused_step)
+                 initial_state=initial_state)
     trainer, splits = world.agreed(_prepare, out, net, state, recorded, asked, runtime, world)
     world.agree(None, {"settings": trainer.cfg.to_dict(), "data": trainer.stats, "batches": trainer.batch_sizes,
                        "splits": splits})
@@ -113,8 +110,8 @@ def _read_run(out: Path, net: Network, no_sharing: bool, resume: bool, world: Wo
 def _prepare(out: Path, net: Network, state: dict | None, recorded: dict | None, asked: dict[str, Any],
              runtime: Runtime, world: World) -> tuple[Trainer, dict[str, Any]]:
     """Settings, data and the trainer (restored from `state` on resume), and the data's split record:
-    everything before the first write. `asked`: train()'s epochs, mode, seed, data_root, data, growth,
-    initial_state and fused_step."""
+    everything before the first write. `asked`: train()'s epochs, mode, seed, data_root, data, growth
+    and initial_state."""
     growth, initial_state = asked["growth"], asked["initial_state"]
     if state is not None:
         cfg = _resume_config(state, asked["epochs"], asked["mode"], asked["seed"], run_paths(out)["last"])
@@ -131,11 +128,7 @@ def _prepare(out: Path, net: Network, state: dict | None, recorded: dict | None,
     if state is not None:
         _check_same_splits(out, recorded.get("splits"), splits)
     runtime.setup()
-    fused_step = asked["fused_step"]
-    if state is not None and fused_step == "auto" and runtime.device.type == "cpu":
-        fused_step = state.get("fused_step") or "forward_all"  # checkpoints from before the choice ran forward_all
-    trainer = Trainer(net, cfg, runtime, data, growth=growth, initial_state=initial_state, world=world,
-                      fused_step=fused_step)
+    trainer = Trainer(net, cfg, runtime, data, growth=growth, initial_state=initial_state, world=world)
     if state is not None:
         trainer.load_state_dict(state, str(run_paths(out)["last"]))
     return trainer, splits
@@ -164,9 +157,8 @@ def _open_run(out: Path, net: Network, source: Network, trainer: Trainer, state:
     start = int(state["epoch"]) if state is not None else 0
     if not world.main:
         return start
-    # How this session computes: a CPU run's sums depend on the thread count, a fused step on its forward.
-    launch = {"world_size": world.size, "launch_id": world.launch_id, "cpu": (cpu or CpuThreads.current()).to_dict(),
-              "fused_step": {"forward": trainer.fused_step, "why": trainer.fused_step_why}}
+    # How this session computes: a CPU run's sums depend on its thread count.
+    launch = {"world_size": world.size, "launch_id": world.launch_id, "cpu": (cpu or CpuThreads.current()).to_dict()}
     if state is not None:
         keep_metrics_until(out, start)
         remove_temp_files(out)

@@ -17,14 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from partc.errors import CheckpointError, DataError, TrainError
+from partc.errors import CheckpointError, DataError
 from partc.ir import Network
 from partc.train.config import TrainConfig, build_optimizer, set_lr
 from partc.train.device import Runtime
 from partc.train.distributed import World, replicate
 from partc.train.loop import Meter, TaskFeed, evaluate_batches, fused_epoch, interleaved_epoch, summed
 from partc.train.sampling import TaskStream, interleaved_schedule, make_generator, steps_per_epoch, task_batch_sizes
-from partc.train.step import FUSED_STEPS, choose_fused_step, per_task_differs
 
 SPLITS = ("train", "val", "test")
 
@@ -85,8 +84,7 @@ class Trainer:
     several processes each takes its share of every batch and steps the model through DDP."""
 
     def __init__(self, net: Network, cfg: TrainConfig, runtime: Runtime, datasets: dict[str, Any],
-                 growth=None, initial_state: dict[str, Any] | None = None, world: World | None = None,
-                 fused_step: str = "auto"):
+                 growth=None, initial_state: dict[str, Any] | None = None, world: World | None = None):
         from partc.compiler import compile_network
 
         self.net, self.cfg, self.runtime = net, cfg, runtime
@@ -120,7 +118,6 @@ class Trainer:
         self.world.check_batches(self.batch_sizes, {t: _batch_origin(cfg.batch, net.tasks[t].sampling, sizes[t])
                                                     for t in self.train_tasks})
         self.steps = steps_per_epoch(sizes, self.batch_sizes, cfg.epoch_policy)
-        self.fused_step, self.fused_step_why = self._fused_step(fused_step) if cfg.mode == "fused" else (None, "")
         self.order_generator = make_generator(cfg.seed, "order")
         self.streams = {t: TaskStream(sizes[t], make_generator(cfg.seed, "shuffle", t)) for t in self.train_tasks}
         self.augment_generators = {t: make_generator(cfg.seed, "augment", t) for t in self.train_tasks}
@@ -139,20 +136,6 @@ class Trainer:
         self.stats = data_stats({t: datasets[t] for t in self.tasks})
         self.stepped = replicate(self.model, self.optimizers, self.world, cfg.mode, self.train_tasks)  # what the loop steps
 
-    def _fused_step(self, asked: str) -> tuple[str, str]:
-        """How a fused step runs its forward (`partc.train.step`): chosen, or `asked` where it computes the same."""
-        if self.world.distributed:  # DDP wraps forward_all (partc.train.distributed.FusedReplica)
-            return "forward_all", "several processes: DDP steps forward_all"
-        step, why = choose_fused_step(self.net, self.batch_sizes, self.runtime.device.type, self.cfg.batchnorm)
-        if asked == "auto" or asked == step:
-            return step, why
-        if asked not in FUSED_STEPS:
-            raise TrainError(f"unknown fused step '{asked}'", hint=", ".join(("auto", *FUSED_STEPS)))
-        unlike = per_task_differs(self.net, self.train_tasks, self.cfg.batchnorm)
-        if asked == "per_task" and unlike:
-            raise TrainError(f"per-task forwards would not compute this network's fused step: {unlike}")
-        return asked, "as asked (or as the run was trained)"
-
     @property
     def steps_per_epoch_total(self) -> int:
         """Optimizer steps in one epoch (all tasks together in fused mode, one per task batch otherwise)."""
@@ -164,9 +147,8 @@ class Trainer:
         self.world.seed_rank(self.cfg.seed, epoch_index)
         meters = {t: Meter(self.classes[t], self.runtime.device) for t in self.train_tasks}
         if self.cfg.mode == "fused":
-            forward = self.stepped.forward_all if self.fused_step == "forward_all" else self.model.forward_tasks
             fused_epoch(self.stepped, self.optimizers["all"], self.feeds, self.weights, self.steps, meters,
-                        self.runtime, tick, forward)
+                        self.runtime, tick)
         else:
             schedule = interleaved_schedule(self.train_tasks, self.steps, self.cfg.steps_per_task, self.order_generator)
             interleaved_epoch(self.stepped, self.optimizers, self.feeds, self.weights, schedule, meters,
@@ -188,8 +170,7 @@ class Trainer:
         optimizer = (self.optimizers["all"].state_dict() if self.cfg.mode == "fused"
                      else {t: opt.state_dict() for t, opt in self.optimizers.items()})
         return {"model": self.model.state_dict(), "optimizer": optimizer, "rng": self.rng_state(),
-                "config": self.cfg.to_dict(), "mode": self.cfg.mode, "fused_step": self.fused_step,
-                "data_stats": self.stats}
+                "config": self.cfg.to_dict(), "mode": self.cfg.mode, "data_stats": self.stats}
 
     def load_state_dict(self, state: dict[str, Any], where: str) -> None:
         if state.get("data_stats", {}).keys() != self.stats.keys() or any(
