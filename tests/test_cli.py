@@ -138,3 +138,23 @@ def test_graph_of_an_invalid_spec_exits_2(in_root, tmp_path, capsys):
     assert code == 2
     assert err == (ROOT / "tests/cases/errors/unknown_layer.err").read_text(encoding="utf-8")
     assert not (tmp_path / "x.dot").exists()
+
+
+def test_help_imports_no_pipeline_stage_and_codegen_still_loads_its_functions():
+    """`partc --help` stays fast (bench/startup.py): the package faces load their stages on first use."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from partc import codegen
+    from partc.codegen import generate, render_model
+
+    root = Path(__file__).resolve().parent.parent
+    probe = ("import runpy, sys; sys.argv = ['partc', '--help']\n"
+             "try: runpy.run_module('partc', run_name='__main__')\nexcept SystemExit: pass\n"
+             "print(sorted(m for m in ('networkx', 'lark', 'jinja2', 'torch', 'numpy') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stderr
+    assert callable(generate) and callable(render_model) and codegen.generate is generate
