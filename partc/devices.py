@@ -48,13 +48,16 @@ def cpu_threads() -> int:
 # How OpenMP's worker threads wait between parallel regions (each torch CPU op is one): PASSIVE
 # sleeps, ACTIVE spins, unset (libgomp's default) spins a while, then sleeps. Measured side by side
 # on 2 shared cores (bench/cpu_threads.py, docs/BENCHMARKS.md): with other processes wanting the
-# cores, spinning made a 2-thread training step 5-13x slower than one thread, sleeping 3x; sleeping
-# costs most where ops are short, which is where partc trains with one thread (`SMALL_LAYER_BYTES`).
+# cores, spinning made a 2-thread training step 5-13x slower than one thread, sleeping 3x; on a quiet
+# machine spinning was the fastest (split_digits 6.0 s a run, one thread 8.1 s, sleeping 11.9 s).
+# partc sleeps: it never collapses. Sleeping costs most where ops are short, which is where partc
+# trains with one thread anyway (`SMALL_LAYER_BYTES`).
 WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 # A network whose layers see less than this per call (float32 activation of one task's batch at its
 # convolutions and linear layers, `partc.train.flops.activation_bytes`) trains with one thread: its
-# ops are too short for a second thread to pay for waking it (split_digits, digit_domains: 185 KiB).
+# ops are too short for a sleeping second thread to pay for waking it (split_digits, digit_domains:
+# 185 KiB).
 SMALL_LAYER_BYTES = 256 * 1024
 
 
