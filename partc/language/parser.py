@@ -14,16 +14,23 @@ from partc.errors import raise_collected
 from partc.language import ast
 from partc.language.build import AstBuilder
 from partc.language.reading import lark_parser, read_spec
-from partc.language.syntax_errors import syntax_error
+from partc.language.syntax_errors import check_nesting, syntax_error
 
 __all__ = ["parse", "read_spec"]
 
 
 def parse(text: str, file: str = "<spec>") -> ast.Network:
-    """Parse spec text into an `ast.Network`; raise `SpecSyntaxError` on bad input."""
+    """Parse spec text into an `ast.Network`; raise `SpecSyntaxError` on bad input.
+
+    Lines end at "\n", "\r\n" or a lone "\r" (old Mac files), as editors count
+    them; the AST's `source` is the text with "\n" line ends, which its locations index.
+    """
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     # Lark counts lines by "\n" only; str.splitlines() would also split on
     # \f, \v, \u2028 ..., and the caret would then show the wrong line.
     lines = text.split("\n")
+    check_nesting(text, lines, file)
     try:
         tree = lark_parser().parse(text)
     except lark.exceptions.UnexpectedInput as e:

@@ -1,6 +1,11 @@
-"""Resolve pass, names: the rules every declared name follows (unique, not one torch reserves)."""
+"""Resolve pass, names: the rules every declared name follows (unique; for levels and tasks, not a name torch
+reserves and not a Python keyword: they key torch's ModuleDicts and appear as attribute names in the code
+torch.fx generates, `self.levels.l1`; codegen makes every other name a Python identifier itself,
+`partc.codegen.torch_code.py_name`)."""
 
 from __future__ import annotations
+
+import keyword
 
 from partc.errors import Location, SpecError
 
@@ -25,6 +30,10 @@ def reserved_name_error(kind: str, name: str, loc: Location) -> SpecError | None
         return SpecError(f"{kind} name '{name}' is reserved: PyTorch modules use it themselves", loc,
                          f"rename the {kind} (names torch reserves include forward, eval, to, keys, type; "
                          "names may not start with '_')")
+    if keyword.iskeyword(name):
+        return SpecError(f"{kind} name '{name}' is a Python keyword", loc,
+                         f"rename the {kind}: torch.fx writes level and task names into Python code, where "
+                         "keywords (class, def, lambda, None, ...) cannot stand")
     return None
 
 
