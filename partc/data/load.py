@@ -41,7 +41,7 @@ import torch
 from partc.data.augment import PERSPECTIVE_P
 from partc.data.augment import augment_batch as _augment_batch
 from partc.data.augment import perspective_batch as _perspective_batch
-from partc.data.catalog import OPTION_DEFAULTS, SOURCES, check_combination, check_option
+from partc.data.catalog import OPTION_DEFAULTS, SOURCES, check_combination, check_option, check_size
 from partc.data.noise import noisy_labels
 from partc.data.normalise import channel_stats, normalise
 from partc.data.raw import RawData
@@ -190,7 +190,7 @@ class _Loader:
         if spec is None:
             raise DataError(f"task '{name}' has no data", task.loc, "add e.g. 'data digits(classes=[0, 1])'")
         shape = tuple(self.net.inputs[task.input].shape)
-        opts = _options(spec, shape)
+        opts = _options(spec, shape, task.classes)
         raw = self.reader.read(task, spec, opts, shape)
         _check_shape(raw.x.shape[1:], shape, task, spec)
         ids, labels = class_ids(task, raw.names, spec)
@@ -223,15 +223,16 @@ class _Loader:
         return self.plans[name]
 
 
-def _options(spec: DataSpec, shape: tuple[int, ...]) -> dict[str, Any]:
+def _options(spec: DataSpec, shape: tuple[int, ...], classes: int) -> dict[str, Any]:
     """The task's data options with defaults, checked by the catalog's rules (networks not made by `partc check`)."""
     for key, value in spec.args.items():
         problem = check_option(key, value)
         if problem:
             raise DataError(f"data source '{spec.source}': {problem}, got {value_text(value)}", spec.loc)
-    combination = check_combination(SOURCES[spec.source], spec.args, shape)
-    if combination is not None:
-        raise DataError(f"data source '{spec.source}': {combination[1]}", spec.loc, combination[2])
+    for rule in (check_combination(SOURCES[spec.source], spec.args, shape),
+                 check_size(SOURCES[spec.source], spec.args, shape, classes)):
+        if rule is not None:
+            raise DataError(f"data source '{spec.source}': {rule[1]}", spec.loc, rule[2])
     return OPTION_DEFAULTS | spec.args
 
 

@@ -21,6 +21,7 @@ from partc.passes.fingerprint import fingerprint
 from partc.passes.graph import build_graph, verify
 from partc.passes.paths import select_paths
 from partc.passes.resolve import resolve
+from partc.passes.resources import check_resources
 from partc.passes.shapes import infer_shapes
 
 Pass = Callable[[Network, ast.Network], list[PartError]]
@@ -30,6 +31,7 @@ PASSES: list[tuple[str, Pass]] = [
     ("select_paths", select_paths),  # explicit and seeded random routes
     ("check_constraints", check_constraints),  # share / private hold on the routes
     ("infer_shapes", infer_shapes),  # shapes and parameter counts
+    ("check_resources", check_resources),  # parameters and activation memory within limits
     ("build_graph", build_graph),  # the networkx graph every later stage reads
     ("fingerprint", fingerprint),  # the hash of the network's meaning
 ]
