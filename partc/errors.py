@@ -191,9 +191,9 @@ def raise_collected(errors: list[PartError], limit: int = 10) -> None:
     raise ErrorGroup(errors[:limit])
 
 
-def closest(name: str, candidates: Iterable[str]) -> str | None:
+def closest(name: str, candidates: Iterable[str], cutoff: float = 0.6) -> str | None:
     """The candidate a misspelt `name` most likely meant, if any is close."""
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=cutoff)
     return close[0] if close else None
 
 

@@ -41,6 +41,14 @@ COMMON_OPTIONS = {
     "label_noise": "this fraction of each class's training labels replaced by another class (studies; default 0)",
 }
 
+# Options only some sources take (`Source.options` names them).
+SOURCE_OPTIONS = {
+    "size": "folder: the images' [height, width] in pixels (default: the input's)",
+    "samples": "synthetic: how many samples (default 200 per class)",
+    "seed": "synthetic: the generator's seed (default: derived from the network's seed and the task)",
+    "noise": "synthetic: standard deviation of the noise on each class prototype (default 1.0)",
+}
+
 # Defaults the loaders use for options a spec leaves out.
 OPTION_DEFAULTS: dict[str, Any] = {
     "val": 0.1, "test": 0.2, "augment": False, "perspective": 0.0, "normalize": True, "limit": None, "label_noise": 0.0,

@@ -6,6 +6,7 @@ from typing import Any
 
 from partc.data.catalog import (
     COMMON_OPTIONS,
+    SOURCE_OPTIONS,
     SOURCES,
     Source,
     check_combination,
@@ -152,7 +153,7 @@ def _call_problem(source: Source, call: ast.Call, pos: list[Any], kw: dict[str, 
             return SpecError(f"data source '{source.name}' has no option '{key}'", arg.loc, valid_names(key, valid, "options"))
         problem = check_option(key, kw[key])
         if problem:
-            doc = COMMON_OPTIONS.get(key)
+            doc = COMMON_OPTIONS.get(key) or SOURCE_OPTIONS.get(key)
             return SpecError(f"data source '{source.name}': {problem}, got {value_text(arg.value)}", arg.loc,
                              f"{key}: {doc}" if doc else "")
     for name, value in zip(source.positional, pos, strict=False):
