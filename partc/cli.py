@@ -15,8 +15,12 @@ from partc.version import __version__
 EXIT_USER_ERROR = 2
 
 
+MAX_WARNINGS_SHOWN = 20
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     import partc
+    from partc.errors import raise_collected
     from partc.ir_text import dump
     from partc.summary import summary
 
@@ -28,6 +32,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         sys.stdout.write(dump(net) if args.dump else summary(net) + "\n" + describe_extension(extension))
         return 0
     net = partc.load(args.spec)
+    if net.warnings and args.strict:
+        raise_collected([w.as_error() for w in net.warnings], limit=MAX_WARNINGS_SHOWN)
+    for warning in net.warnings[:MAX_WARNINGS_SHOWN]:
+        print(warning.render(), file=sys.stderr)
+    if len(net.warnings) > MAX_WARNINGS_SHOWN:
+        print(f"... and {len(net.warnings) - MAX_WARNINGS_SHOWN} more warnings", file=sys.stderr)
     sys.stdout.write(dump(net) if args.dump else summary(net))
     return 0
 
@@ -54,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dump", action="store_true", help="print the IR graph, a line per node and edge")
     p.add_argument("--base", metavar="BASE_RUN", help="check a grown spec against a trained run: the routes and "
                    "frozen segments 'partc extend' would use")
+    p.add_argument("--strict", action="store_true",
+                   help="treat warnings (unused segments, inputs or templates, identical routes, ...) as errors")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("graph", help="draw the network with each task's path (DOT, or SVG/PNG via Graphviz)")

@@ -134,6 +134,18 @@ class ArgumentError(SpecError):
         self.param = param
 
 
+class SpecWarning(PartError):
+    """A spec that checks but most likely does not say what was meant: printed by `partc check`, never raised.
+
+    `partc check --strict` turns every warning into an error (`as_error`).
+    """
+
+    kind = "warning"
+
+    def as_error(self) -> SpecError:
+        return SpecError(self.message, self.loc, self.hint)
+
+
 class SpecFileError(PartError):
     """The spec file cannot be read (missing, not UTF-8)."""
 

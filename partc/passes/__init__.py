@@ -23,6 +23,7 @@ from partc.passes.paths import select_paths
 from partc.passes.resolve import resolve
 from partc.passes.resources import check_resources
 from partc.passes.shapes import infer_shapes
+from partc.passes.warnings import find_warnings
 
 Pass = Callable[[Network, ast.Network], list[PartError]]
 
@@ -33,6 +34,7 @@ PASSES: list[tuple[str, Pass]] = [
     ("infer_shapes", infer_shapes),  # shapes and parameter counts
     ("check_resources", check_resources),  # parameters and activation memory within limits
     ("build_graph", build_graph),  # the networkx graph every later stage reads
+    ("find_warnings", find_warnings),  # what checks but is likely not meant: net.warnings, never errors
     ("fingerprint", fingerprint),  # the hash of the network's meaning
 ]
 
