@@ -1,7 +1,9 @@
 """The `partc` command: a thin layer over the pipeline's entry points.
 
-Every user error is a `PartError`: printed, exit code 2, no traceback.
-Anything else escaping a command is a bug in partc and keeps its traceback.
+Every user error is a `PartError`: printed, exit code 2, no traceback; so
+is an `OSError` (a full disk, a read-only or missing output folder) that a
+stage let through, named by its path. Anything else escaping a command is
+a bug in partc and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -100,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except PartError as e:
         print(e.render(), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:  # a file system refusing an output the stage did not name itself: still the user's to fix
+        from partc.run import fs_error
+
+        print(fs_error("write or read", e.filename, e).render(), file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -158,6 +158,11 @@ class CheckpointError(PartError):
     """A checkpoint or run directory is missing, corrupt or of another spec."""
 
 
+class RunDirError(PartError):
+    """A run directory (or another output folder) cannot be written or read: a file in the way, no permission,
+    a full or read-only disk, or another partc process writing it."""
+
+
 class TrainError(PartError):
     """Training cannot start: no such device, or a run directory that is not a fresh one."""
 

@@ -36,7 +36,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     mode=args.mode, data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing)
         return 0
     results = train(net, args.out, device=args.device, resume=args.resume, epochs=args.epochs, mode=args.mode,
-                    data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing)
+                    data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing, threads=args.threads)
     return 0 if results is not None else 1
 
 
@@ -83,7 +83,8 @@ def register(subparsers) -> None:
                    help="a seed group: one run per train seed into OUT/seed-N (same network, paths and data splits; "
                         "initial weights, data order and augmentation vary), marked by OUT/group.json")
     p.add_argument("--threads", type=int_at_least(1),
-                   help="CPU threads for torch (default: torch's choice, at most the CPUs this process may use)")
+                   help="CPU threads for torch (default: torch's choice, at most the CPUs this process may use; "
+                        "with --resume, the count the run trained with)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, epoch lines or results table")
     p.set_defaults(func=cmd_train)
 

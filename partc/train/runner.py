@@ -1,15 +1,23 @@
 """Train stage entry point: `train(net, out_dir)` -> a run directory and the final results.
 
 The run directory follows docs/ARCHITECTURE.md (read and written through
-`partc.run`). Order of writes per epoch: metrics rows first, then the
-epoch checkpoint (atomic), then last.pt (an atomic hard link to it), then
-pruning. A run killed at any point therefore resumes from its newest
-complete checkpoint; rows of a later, unfinished epoch are dropped from
-metrics.jsonl on resume.
+`partc.run`), under the directory's lock for the whole run. A fresh run
+writes spec.part, init.pt, last.pt, then run.json last: a start-up killed
+before run.json leaves an "unfinished" directory, which the next `partc
+train` (with or without --resume) clears and starts again. Order of writes
+per epoch: metrics rows first, then the epoch checkpoint (atomic), then
+last.pt (an atomic hard link to it), then pruning. A run killed at any
+point therefore resumes from its newest complete checkpoint; rows of a
+later, unfinished epoch are dropped from metrics.jsonl on resume.
+
+An epoch whose loss is NaN or infinite writes nothing: training stops with
+a `TrainError`, run.json records where (`stopped`), and the run keeps its
+last finite checkpoint and the results up to it.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -20,15 +28,18 @@ from partc.ir import Network
 from partc.run import (
     Growth,
     append_metrics,
+    clear_unfinished_start,
     epoch_checkpoint,
     keep_metrics_until,
     load_checkpoint,
+    lock_run,
     point_last,
     prune_checkpoints,
     read_metrics,
     remove_temp_files,
     require_info,
     run_paths,
+    run_state,
     save_checkpoint,
     write_info,
     write_results,
@@ -42,12 +53,14 @@ from partc.train.session import Trainer, check_data
 from partc.version import __version__
 
 KEEP_EPOCH_CHECKPOINTS = 3  # plus init.pt, last.pt and the epoch with the best mean val top-1
+RESUME_KEYS = ("model", "optimizer", "rng", "config", "data_stats", "epoch")
 
 
 def train(net: Network, out_dir: str | Path | None = None, *, device: str = "auto", resume: bool = False,
           epochs: int | None = None, mode: str | None = None, data_root: str | Path | None = None,
           quiet: bool = False, no_sharing: bool = False, data: dict[str, Any] | None = None,
-          growth: Growth | None = None, initial_state: dict[str, Any] | None = None, seed: int | None = None) -> dict:
+          growth: Growth | None = None, initial_state: dict[str, Any] | None = None, seed: int | None = None,
+          threads: int | None = None) -> dict:
     """Train every task of `net` into `out_dir` (default runs/<network>); the final results.
 
     `no_sharing` trains the spec's no-sharing baseline instead (`partc.train.nosharing`).
@@ -55,7 +68,9 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
     `growth` and `initial_state` come from `partc.train.extend`: train only the new tasks, over the base
     run's weights, with the base tasks' modules frozen; a resumed extension finds them in run.json.
     `seed` replaces the train seed (initial weights, data order, augmentation); the
-    network seed, and with it the paths and the data splits, stays the spec's.
+    network seed, and with it the paths and the data splits, stays the spec's. `threads`
+    sets torch's CPU threads; a resumed run takes the count it was trained with
+    unless told otherwise (CPU results depend on it), and says so when they differ.
     """
     source = net
     if no_sharing:
@@ -64,25 +79,37 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
         net = unshare(net)
     out = Path(out_dir) if out_dir is not None else Path("runs") / net.name
     runtime = Runtime(pick_device(device))
+    _refuse_at_a_glance(out, resume)  # before anything is created, not even the lock file
+    created = not out.exists()
+    with lock_run(out) as lock:
+        state = run_state(out)  # again, now that no other process can change it
+        if resume and state == "run":
+            checkpoint = _resume_checkpoint(out, net, no_sharing)
+            cfg = _resume_config(checkpoint, epochs, mode, seed, run_paths(out)["last"])
+            recorded = require_info(out)
+            _resume_threads(recorded, threads, str(runtime.device), quiet)
+            growth, initial_state = (Growth.from_dict(recorded["extend"]) if recorded.get("extend") else None), None
+        else:
+            checkpoint = None
+            _refuse_existing(out, state, resume, quiet)
+            cfg = resolve_config(net, epochs=epochs, mode=mode, seed=seed)
+            _set_threads(threads)
+        started = False
+        try:
+            if data is None:
+                from partc.data.load import load_all
 
-    state = _resume_checkpoint(out, net, no_sharing) if resume else None
-    if state is not None:
-        cfg = _resume_config(state, epochs, mode, seed, run_paths(out)["last"])
-        recorded = require_info(out).get("extend")
-        growth, initial_state = (Growth.from_dict(recorded) if recorded else None), None
-    else:
-        _refuse_existing(out)
-        cfg = resolve_config(net, epochs=epochs, mode=mode, seed=seed)
-    if data is None:
-        from partc.data.load import load_all
-
-        data = load_all(net, data_root=data_root)
-    check_data(net, data)
-    runtime.setup()
-    trainer = Trainer(net, cfg, runtime, data, growth=growth, initial_state=initial_state)
-    start = _open_run(out, net, source, trainer, state, growth, _split_record(data))
-    _train_epochs(out, net, trainer, start, quiet)
-    return _finish(out, net, cfg.epochs, no_sharing, quiet)
+                data = load_all(net, data_root=data_root)
+            check_data(net, data)
+            runtime.setup()
+            trainer = Trainer(net, cfg, runtime, data, growth=growth, initial_state=initial_state)
+            start = _open_run(out, net, source, trainer, checkpoint, growth, _split_record(data))
+            started = True
+        finally:
+            if checkpoint is None and not started:  # a fresh start that failed: leave nothing behind
+                _abandon_start(out, lock, created)
+        _train_epochs(out, net, trainer, start, quiet)
+        return _finish(out, net, cfg.epochs, no_sharing, quiet)
 
 
 def _split_record(data: dict[str, Any]) -> dict[str, Any]:
@@ -95,13 +122,12 @@ def _split_record(data: dict[str, Any]) -> dict[str, Any]:
 
 def _open_run(out: Path, net: Network, source: Network, trainer: Trainer, state: dict | None,
               growth: Growth | None, splits: dict[str, Any]) -> int:
-    """Start the run directory (spec, init.pt) or restore the trainer from last.pt; the epochs done."""
-    paths, cfg = run_paths(out), trainer.cfg
+    """Start the run directory (spec, init.pt, last.pt, then run.json) or restore the trainer; the epochs done."""
+    paths = run_paths(out)
     info = {
         "partc_version": _version(), "network": net.name, "spec_hash": net.spec_hash, "spec_file": str(source.file),
-        "mode": cfg.mode, "device": str(trainer.runtime.device), "epochs": cfg.epochs, "batch": cfg.batch,
-        "seed": cfg.seed, "no_sharing": source is not net, "config": cfg.to_dict(),
-        "steps_per_epoch": trainer.steps, "task_batch": trainer.batch_sizes, "splits": splits,
+        "no_sharing": source is not net, "steps_per_epoch": trainer.steps, "task_batch": trainer.batch_sizes,
+        "splits": splits,
     }
     if source is not net:
         info.update(source_network=source.name, source_spec_hash=source.spec_hash)
@@ -110,19 +136,29 @@ def _open_run(out: Path, net: Network, source: Network, trainer: Trainer, state:
     if state is not None:
         recorded = require_info(out)
         _check_same_splits(out, recorded.get("splits"), splits)
-        trainer.load_state_dict(state, str(paths["last"]))
+        trainer.load_state_dict(state, str(paths["last"]))  # checked whole: nothing is written before this
         start = int(state["epoch"])
+        info = {**recorded, **_settings_info(trainer)}
+        info.pop("stopped", None)  # a run stopped by a non-finite loss, trained on: it is going again
         keep_metrics_until(out, start)
         remove_temp_files(out)
-        info = {**recorded, "epochs": cfg.epochs, "device": str(trainer.runtime.device)}
     else:
         start = 0
-        out.mkdir(parents=True, exist_ok=True)
+        info.update(_settings_info(trainer))
         write_spec(out, net.source)
         save_checkpoint(paths["init"], _checkpoint(net, trainer, 0))
         point_last(out, paths["init"])
-    write_info(out, info)
+    write_info(out, info)  # on a fresh start, the commit: from here on the run resumes
     return start
+
+
+def _settings_info(trainer: Trainer) -> dict[str, Any]:
+    """What run.json says about how the run trains: written from the one TrainConfig, so it agrees with itself."""
+    import torch
+
+    cfg = trainer.cfg
+    return {"mode": cfg.mode, "device": str(trainer.runtime.device), "epochs": cfg.epochs, "batch": cfg.batch,
+            "seed": cfg.seed, "config": cfg.to_dict(), "threads": torch.get_num_threads()}
 
 
 def _train_epochs(out: Path, net: Network, trainer: Trainer, start: int, quiet: bool) -> None:
@@ -146,6 +182,7 @@ def _train_epochs(out: Path, net: Network, trainer: Trainer, start: int, quiet: 
                     for t, m in train_metrics.items()]
             for (t, split), m in _timed_eval(trainer).items():
                 rows.append({"epoch": epoch, "task": t, "split": split, **m})
+            _stop_if_not_finite(out, net, trainer, epoch, rows)
             append_metrics(out, rows)
             save_checkpoint(epoch_checkpoint(out, epoch), _checkpoint(net, trainer, epoch))
             point_last(out, epoch_checkpoint(out, epoch))
@@ -155,28 +192,108 @@ def _train_epochs(out: Path, net: Network, trainer: Trainer, start: int, quiet: 
         progress.close()
 
 
+def _stop_if_not_finite(out: Path, net: Network, trainer: Trainer, epoch: int, rows: list[dict]) -> None:
+    """A NaN or infinite loss: keep the run at its last finite epoch, record why, and stop with a TrainError."""
+    bad = next((r for r in rows if r["loss"] is not None and not math.isfinite(r["loss"])), None)
+    if bad is None:
+        return
+    kept = epoch - 1
+    what = "NaN" if math.isnan(bad["loss"]) else "infinite"
+    reason = f"the {bad['split']} loss of task '{bad['task']}' was {what} in epoch {epoch}"
+    info = require_info(out)
+    write_info(out, {**info, "stopped": {"epoch": epoch, "kept_epoch": kept, "reason": reason}})
+    rows_kept, _ = read_metrics(out)
+    results = build_results(net, rows_kept, kept)
+    write_results(out, {**results, "stopped": reason}, results_table(results))
+    lr = trainer.cfg.lr
+    raise TrainError(
+        f"training stopped: {reason}", hint=(
+            f"the run keeps epoch {kept}, its last finite checkpoint ({run_paths(out)['last']}), and its results; "
+            f"lower the learning rate (now {lr:g}), a task's weight, or check the data for extreme values, "
+            "then train again"))
+
+
+def _refuse_at_a_glance(out: Path, resume: bool) -> None:
+    """The refusals that need no lock, so a refused command creates nothing (not even the lock file)."""
+    state = run_state(out)
+    if state == "file":
+        raise TrainError(f"--out '{out}' is a file, not a folder", hint="choose another --out")
+    if resume and state == "absent":
+        raise CheckpointError(f"run directory '{out}' does not exist", hint="start a new run without --resume")
+    if not resume and state in ("run", "other"):
+        _refuse_existing(out, state, resume, quiet=True)
+
+
+def _refuse_existing(out: Path, state: str, resume: bool, quiet: bool) -> None:
+    """A fresh start needs an absent or empty folder, or one whose start-up was cut short (cleared here)."""
+    if state == "unfinished":
+        if not quiet:
+            print(f"{out}: its start-up was cut short before the first checkpoint; starting the run again",
+                  file=sys.stderr)
+        clear_unfinished_start(out)
+        return
+    if resume and state in ("empty", "other"):
+        raise CheckpointError(f"'{out}' is not a partc run (run.json is missing)",
+                              hint="pass the --out folder of an earlier 'partc train' run, or start a new run "
+                                   "without --resume")
+    if state in ("run", "other"):
+        hint = ("pass --resume to continue the run in it, or choose another --out (or delete it)" if state == "run"
+                else "choose another --out, or empty the folder")
+        raise TrainError(f"run directory '{out}' already exists and is not empty", hint=hint)
+
+
+def _abandon_start(out: Path, lock, created: bool) -> None:
+    """After a failed fresh start: remove what it wrote, and the folder when this run created it."""
+    try:
+        if run_state(out) == "unfinished":
+            clear_unfinished_start(out)
+        lock.release()
+        if created:
+            out.rmdir()  # only when empty
+    except OSError:
+        pass  # best effort: a restart clears whatever is left
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _resume_threads(info: dict[str, Any], threads: int | None, device: str, quiet: bool) -> None:
+    """Resume with the thread count the run trained with (CPU results depend on it); warn when they differ."""
+    import torch
+
+    recorded = info.get("threads")
+    if threads is None and isinstance(recorded, int) and recorded > 0:
+        threads = recorded
+    _set_threads(threads)
+    notes = []
+    if isinstance(recorded, int) and torch.get_num_threads() != recorded and device == "cpu":
+        notes.append(f"it trained with {recorded} CPU thread(s), this resume uses {torch.get_num_threads()}")
+    if isinstance(info.get("device"), str) and info["device"] != device:
+        notes.append(f"it trained on {info['device']}, this resume runs on {device}")
+    if notes and not quiet:
+        print(f"warning: the resumed run will not be bit-identical to an uninterrupted one: {'; '.join(notes)} "
+              "(floating-point sums are ordered differently)", file=sys.stderr)
+
+
 def _finish(out: Path, net: Network, epochs: int, no_sharing: bool, quiet: bool) -> dict:
     """results.json and results.md from metrics.jsonl; the table on stdout."""
     rows, _problems = read_metrics(out)
     results = build_results(net, rows, epochs, no_sharing=no_sharing)
     table = results_table(results)
     write_results(out, results, table)
+    remove_temp_files(out)  # what earlier kills left, now that the run is whole
     if not quiet:
         sys.stdout.write(table)
     return results
 
 
-# ---- run directory ----
-
-def _refuse_existing(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise TrainError(f"run directory '{out}' already exists and is not empty",
-                         hint="pass --resume to continue the run in it, or choose another --out (or delete it)")
-
+# ---- resume ----
 
 def _resume_checkpoint(out: Path, net: Network, no_sharing: bool) -> dict:
-    if not out.is_dir():
-        raise CheckpointError(f"run directory '{out}' does not exist", hint="start a new run without --resume")
     info = require_info(out)
     if not net.matches_hash(info.get("spec_hash")):
         hint = "resume with the spec the run was started from"
@@ -186,7 +303,7 @@ def _resume_checkpoint(out: Path, net: Network, no_sharing: bool) -> dict:
             hint = "this run is not a no-sharing baseline: drop --no-sharing"
         raise CheckpointError(f"run '{out}' was trained from another spec (spec hash {info.get('spec_hash')}, "
                               f"this spec {net.spec_hash})", hint=hint)
-    return load_checkpoint(run_paths(out)["last"], net)
+    return load_checkpoint(run_paths(out)["last"], net, require=RESUME_KEYS)
 
 
 def _check_same_splits(out: Path, recorded: Any, now: dict[str, Any]) -> None:
@@ -202,7 +319,11 @@ def _check_same_splits(out: Path, recorded: Any, now: dict[str, Any]) -> None:
 
 
 def _resume_config(state: dict, epochs: int | None, mode: str | None, seed: int | None, where: Path) -> TrainConfig:
-    cfg = TrainConfig.from_dict(state["config"])
+    try:
+        cfg = TrainConfig.from_dict(state["config"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"checkpoint '{where}': its training settings are damaged ({e})",
+                              hint="use an earlier checkpoint of the run, or train again") from None
     if mode is not None and mode != cfg.mode:
         raise TrainError(f"the run was trained in {cfg.mode} mode; it cannot resume in {mode} mode",
                          hint=f"drop --mode, or start a new run with --mode {mode}")
