@@ -95,8 +95,13 @@ def _folder(reader: SourceReader, task: Task, spec: DataSpec, opts: dict[str, An
                            lambda i=i: read_image_folder(root / names[i], height, width, mode, spec.loc))
              for i in ids]
     y = np.concatenate([np.full(len(x), i, dtype=np.int64) for (x, _), i in zip(parts, ids, strict=True)])
-    return RawData(np.concatenate([x for x, _ in parts]), y, names, scale=1 / 255, origin=str(root),
-                   ids=np.concatenate([identities for _, identities in parts]))
+    identities = np.concatenate([identities for _, identities in parts])
+    images = [x for x, _ in parts]
+    if all(x.dtype == np.uint8 for x in images):
+        return RawData(np.concatenate(images), y, names, scale=1 / 255, origin=str(root), ids=identities)
+    # some class holds 16-bit images, read as floats in [0, 1]: the rest joins them there
+    images = [x.astype(np.float32) / 255 if x.dtype == np.uint8 else x for x in images]
+    return RawData(np.concatenate(images), y, names, scale=1.0, origin=str(root), ids=identities)
 
 
 READERS: dict[str, Callable[[SourceReader, Task, DataSpec, dict[str, Any], tuple[int, ...]], RawData]] = {

@@ -115,6 +115,11 @@ def verify(net: Network) -> list[str]:
             if node["params"] != level.segment_params(i) + owned:
                 problems.append(f"segment {level.segment_node(i)}: graph has {node['params']} params, tables "
                                 f"{level.segment_params(i)} + {owned} of its tasks' own layers")
+    from partc.passes.resources import count_params  # the count resource limits use, before the graph exists
+
+    if count_params(net) != net.total_params:
+        problems.append(f"parameters counted from the paths ({count_params(net)}) differ from the graph's "
+                        f"({net.total_params})")
     for name, task in net.tasks.items():
         for level in net.levels:
             if on_path[name, level.name] != set(task.path[level.name]):

@@ -18,6 +18,7 @@ The thresholds are documented in docs/compile.md ("Limits").
 
 from __future__ import annotations
 
+from collections import Counter
 from math import prod
 
 from partc.errors import Location, PartError, SpecError
@@ -70,6 +71,14 @@ def _largest_parameter_layer(net: Network) -> tuple[int, Layer | None, str]:
     return best
 
 
+def count_params(net: Network) -> int:
+    """`net.total_params` before the graph exists: a segment's per-task layers once per task on its path."""
+    users = Counter((lv, i) for t in net.tasks.values() for lv, indices in t.path.items() for i in indices)
+    segments = sum(lv.segment_params(i) + lv.segment_per_task_params(i) * users[lv.name, i]
+                   for lv in net.levels for i in range(lv.count))
+    return segments + sum(t.stem_params + t.head_params for t in net.tasks.values())
+
+
 def check_resources(net: Network, tree: ast.Network) -> list[PartError]:
     errors: list[PartError] = []
     for name in net.tasks:
@@ -81,7 +90,7 @@ def check_resources(net: Network, tree: ast.Network) -> list[PartError]:
                 f"(the outputs of the layers on its route{largest}), more than partc allows "
                 f"({byte_text(MAX_ACTIVATION_BYTES)})", _loc(layer, net),
                 "use smaller inputs, strides or padding, fewer channels, or pool earlier"))
-    params = net.total_params
+    params = count_params(net)
     if params > MAX_PARAMETERS:
         size, layer, where = _largest_parameter_layer(net)
         shown = f"{layer_text(layer)} in {where}, with {size:,}" if layer else ""
