@@ -16,6 +16,7 @@ from collections.abc import Callable
 from partc.errors import PartError, raise_collected
 from partc.ir import Network
 from partc.language import ast
+from partc.language.parser import paused_gc
 from partc.passes.constraints import check_constraints
 from partc.passes.fingerprint import fingerprint
 from partc.passes.graph import build_graph, verify
@@ -47,6 +48,11 @@ def check(tree: ast.Network, *, verify_each: bool | None = None, until: str | No
     """Run the passes in order (up to and including `until`); raise the first failing pass's errors together."""
     if verify_each is None:
         verify_each = bool(os.environ.get("PARTC_VERIFY_PASSES"))
+    with paused_gc():
+        return _run_passes(tree, verify_each, until)
+
+
+def _run_passes(tree: ast.Network, verify_each: bool, until: str | None) -> Network:
     net = Network(tree.name, tree.file, tree.source)
     for name, run_pass in PASSES:
         raise_collected(run_pass(net, tree))
