@@ -317,3 +317,28 @@ def test_metrics_with_nan_from_an_older_partc_read_as_missing(tmp_path):
     rows, problems = read_metrics(out)
     assert [r["loss"] for r in rows] == [None, None] and [r["top1"] for r in rows] == [0.5, 0.4]
     assert problems == [f"{run_paths(out)['metrics']}: 2 row(s) hold NaN or infinite values, read as missing"]
+
+
+# ---- memory ----
+
+def test_a_run_that_cannot_fit_in_memory_is_refused_before_anything_is_built(tmp_path, tiny, monkeypatch):
+    import partc.train.memory as memory
+
+    net, data = tiny
+    monkeypatch.setattr(memory, "device_bytes", lambda runtime: 10_000)  # a device of 10 kB
+    with pytest.raises(TrainError) as e:
+        run(tmp_path / "run", net, data)
+    assert e.value.message.startswith("training 'rd' needs about ") and "which has 9.8 KiB" in e.value.message
+    assert "lower batch" in e.value.hint
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_allocator_failure_is_a_clean_error(tiny):
+    from partc.train.config import resolve_config
+    from partc.train.device import Runtime
+    from partc.train.memory import allocation_errors
+
+    net, data = tiny
+    with pytest.raises(TrainError, match="ran out of memory; it needs at least"):
+        with allocation_errors(net, resolve_config(net), Runtime(torch.device("cpu")), data):
+            torch.empty(10**15)  # 4 PB: the CPU allocator refuses

@@ -47,6 +47,7 @@ from partc.run import (
 )
 from partc.train.config import TrainConfig, resolve_config
 from partc.train.device import Runtime, pick_device
+from partc.train.memory import allocation_errors, check_memory
 from partc.train.progress import Progress
 from partc.train.results import best_mean_val_epoch, build_results, results_table
 from partc.train.session import Trainer, check_data
@@ -102,13 +103,16 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
                 data = load_all(net, data_root=data_root)
             check_data(net, data)
             runtime.setup()
-            trainer = Trainer(net, cfg, runtime, data, growth=growth, initial_state=initial_state)
+            check_memory(net, cfg, runtime, data)
+            with allocation_errors(net, cfg, runtime, data):
+                trainer = Trainer(net, cfg, runtime, data, growth=growth, initial_state=initial_state)
             start = _open_run(out, net, source, trainer, checkpoint, growth, _split_record(data))
             started = True
         finally:
             if checkpoint is None and not started:  # a fresh start that failed: leave nothing behind
                 _abandon_start(out, lock, created)
-        _train_epochs(out, net, trainer, start, quiet)
+        with allocation_errors(net, cfg, runtime, data):
+            _train_epochs(out, net, trainer, start, quiet)
         return _finish(out, net, cfg.epochs, no_sharing, quiet)
 
 
