@@ -497,17 +497,19 @@ def load_checkpoint(path: str | Path, net: Network | None = None, *, require: tu
                     ) -> dict[str, Any]:
     """Read and validate a checkpoint: a partc checkpoint with the `require`d entries, and with `net`, one of
     that network's. Any file that is not one (empty, cut, foreign, damaged) is a `CheckpointError`."""
+    import io
+
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
-    if path.stat().st_size == 0:
+    with file_system("read", path):
+        data = path.read_bytes()  # read here, so that whatever torch raises below is about the content
+    if not data:
         raise CheckpointError(f"checkpoint '{path}' is empty (0 bytes)", hint=_EARLIER)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as e:
-        raise fs_error("read", path, e) from None
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - whatever a damaged file makes torch's unpickler raise
         raise CheckpointError(f"checkpoint '{path}' is corrupt or truncated ({exception_text(e, 120)})",
                               hint=_EARLIER) from None

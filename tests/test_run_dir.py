@@ -12,13 +12,25 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import partc
 import partc.run
 from partc.cli import main
 from partc.data.load import load_all
 from partc.errors import CheckpointError, RunDirError, TrainError
-from partc.run import load_checkpoint, load_trained_model, lock_run, read_metrics, run_paths, run_state, save_checkpoint
+from partc.run import (
+    load_checkpoint,
+    load_trained_model,
+    lock_run,
+    read_info,
+    read_metrics,
+    read_results,
+    run_paths,
+    run_state,
+    save_checkpoint,
+)
 from partc.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -342,3 +354,47 @@ def test_an_allocator_failure_is_a_clean_error(tiny):
     with pytest.raises(TrainError, match="ran out of memory; it needs at least"):
         with allocation_errors(net, resolve_config(net), Runtime(torch.device("cpu")), data):
             torch.empty(10**15)  # 4 PB: the CPU allocator refuses
+
+
+# ---- any damage, not just the examples above ----
+
+@pytest.fixture(scope="module")
+def checkpoint_bytes(tmp_path_factory, tiny):
+    net, data = tiny
+    out = tmp_path_factory.mktemp("fuzz") / "run"
+    run(out, net, data, epochs=1)
+    return net, run_paths(out)["last"].read_bytes(), out
+
+
+@settings(max_examples=30, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(cut=st.integers(0, 10**9), flips=st.lists(st.tuples(st.integers(0, 10**9), st.integers(1, 255)), max_size=4))
+def test_a_damaged_checkpoint_loads_whole_or_is_a_checkpoint_error(tmp_path, checkpoint_bytes, cut, flips):
+    net, good, _ = checkpoint_bytes
+    data = bytearray(good[: cut % (len(good) + 1)])
+    for at, xor in flips:
+        if data:
+            data[at % len(data)] ^= xor
+    path = tmp_path / "damaged.pt"
+    path.write_bytes(bytes(data))
+    try:
+        state = load_checkpoint(path, net, require=("model", "optimizer", "rng", "config", "data_stats", "epoch"))
+    except CheckpointError as e:
+        assert str(path) in e.message
+        return
+    assert isinstance(state["model"], dict) and isinstance(state["epoch"], int)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_damaged_run_files_become_problems_not_exceptions(tmp_path, content):
+    out = tmp_path / "run"
+    out.mkdir(exist_ok=True)
+    for name in ("info", "metrics", "results"):
+        run_paths(out)[name].write_bytes(content)
+    info, problems = read_info(out)
+    assert isinstance(info, dict) and (problems or info is not None)
+    rows, _ = read_metrics(out)
+    assert all(isinstance(r, dict) for r in rows)
+    results, _ = read_results(out)
+    assert results is None or isinstance(results.get("tasks"), dict)
