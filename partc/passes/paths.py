@@ -17,7 +17,7 @@ from partc.errors import PartError, SpecError
 from partc.ir import Network
 from partc.language import ast
 
-# Sizes past which a check would take minutes or gigabytes (docs/compile.md, "Limits"); the 5 MB
+# Sizes past which a check would take minutes or gigabytes (docs/check.md, "Limits"); the 5 MB
 # spec bench/check_speed.py generates (100,000 tasks) holds 1.6 million uses and ranks 6.4 million.
 MAX_ROUTE_CELLS = 5_000_000  # segment uses over all tasks and levels: the graph's task-labelled edges
 MAX_RANKED = 20_000_000  # segments ranked by random draws: one SHA-256 digest each

@@ -13,7 +13,7 @@ Two estimates, from the shapes and parameter counts `infer_shapes` filled in
 A network past `MAX_PARAMETERS` or a task past `MAX_ACTIVATION_BYTES` is
 refused with the estimate and its largest layer, before anything is built:
 `conv(8, pad=100000)` on an 8x8 input would otherwise reach the allocator.
-The thresholds are documented in docs/compile.md ("Limits").
+The thresholds are documented in docs/check.md ("Limits").
 """
 
 from __future__ import annotations
