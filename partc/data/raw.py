@@ -50,15 +50,21 @@ class RawData:
 
 def resolve_path(value: str, bases: list[Path]) -> tuple[Path | None, list[Path]]:
     """The first existing `base / value` (or `value` itself when absolute), and every path tried."""
-    path = Path(value).expanduser()
+    try:
+        path = Path(value).expanduser()
+    except (RuntimeError, ValueError):  # "~nobody/x": no such user
+        path = Path(value)
     candidates = [path] if path.is_absolute() else [(base / path).resolve() for base in bases]
     tried: list[Path] = []
     for candidate in candidates:
         if candidate in tried:
             continue
         tried.append(candidate)
-        if candidate.exists():
-            return candidate, tried
+        try:
+            if candidate.exists():
+                return candidate, tried
+        except (OSError, ValueError):  # a name too long, a NUL byte: no such file, for the message below
+            continue
     return None, tried
 
 

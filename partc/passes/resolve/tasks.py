@@ -159,6 +159,9 @@ def _call_problem(source: Source, call: ast.Call, pos: list[Any], kw: dict[str, 
     for name, value in zip(source.positional, pos, strict=False):
         if not isinstance(value, str):
             return SpecError(f"the {name} of {source.name} must be a \"string\"", call.loc, f"usage: {usage}")
+        if not value or "\x00" in value:
+            return SpecError(f"the {name} of {source.name} is {'empty' if not value else 'not a path (it holds NUL)'}",
+                             call.loc, f"usage: {usage}")
     return None
 
 
