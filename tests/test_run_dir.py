@@ -32,31 +32,17 @@ from partc.run import (
     save_checkpoint,
 )
 from partc.train import train
+from tests.kill_steps import SPEC  # two tasks on two levels, one epoch
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEC = """network rd {
-  input x: float[2, 6, 6]
-  seed 2
-  level l1 = 3 x conv(4, k=3, pad=1) then relu
-  level l2 = 3 x conv(4, k=3, pad=1) then relu, avgpool
-  task a { data synthetic(classes=3, samples=36) path l1[0, 1] l2[0, 1] }
-  task b { data synthetic(classes=2, samples=24) path l1[1, 2] l2[1, 2] }
-  train { epochs 2; batch 8; optimizer adam(lr=0.01) }
-}
-"""
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    net = partc.loads(SPEC, "rd.part")
+    net = partc.loads(SPEC, "kills.part")
     return net, load_all(net)
 
 
@@ -122,7 +108,7 @@ def test_one_process_at_a_time_writes_a_run_directory(tmp_path, tiny, capsys):
         with pytest.raises(RunDirError, match=rf"is in use by another partc process \(pid {os.getpid()}\)"):
             run(out, net, data)
         assert [p.name for p in out.iterdir()] == [".lock"]  # the refused run wrote nothing
-        spec = tmp_path / "rd.part"
+        spec = tmp_path / "kills.part"
         spec.write_text(SPEC)
         code, err = cli(["train", str(spec), "--out", str(out), "--resume", "-q", "--device", "cpu"], capsys)
         assert code == 2 and f"in use by another partc process (pid {os.getpid()})" in err
@@ -200,7 +186,7 @@ def test_a_comment_does_not_block_resume_but_a_change_of_meaning_does(tmp_path, 
     net, data = tiny
     out = tmp_path / "run"
     run(out, net, data, epochs=1)
-    commented = partc.loads("# retrained on Tuesday\n" + SPEC.replace("  seed 2\n", "  seed 2   // the draw\n\n"))
+    commented = partc.loads("# retrained on Tuesday\n" + SPEC.replace("  seed 5\n", "  seed 5   // the draw\n\n"))
     assert commented.spec_hash == net.spec_hash and commented.source_hash != net.source_hash
     run(out, commented, data, resume=True, epochs=2)
     assert load_checkpoint(run_paths(out)["last"])["epoch"] == 2
@@ -340,7 +326,7 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_before_anything_is_built(tmp
     monkeypatch.setattr(memory, "device_bytes", lambda runtime: 10_000)  # a device of 10 kB
     with pytest.raises(TrainError) as e:
         run(tmp_path / "run", net, data)
-    assert e.value.message.startswith("training 'rd' needs about ") and "which has 9.8 KiB" in e.value.message
+    assert e.value.message.startswith("training 'kills' needs about ") and "which has 9.8 KiB" in e.value.message
     assert "lower batch" in e.value.hint
     assert not (tmp_path / "run").exists()
 
