@@ -172,7 +172,16 @@ class ExportError(PartError):
 
 
 class ServeError(PartError):
-    """The server cannot start (address in use, host not resolvable)."""
+    """The server cannot start (address in use, host not resolvable, a bad option)."""
+
+
+class RequestError(PartError):
+    """A request the server refuses: the client gets `status` and `{"error": message}`, the server keeps serving."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = dict(headers or {})
 
 
 class ErrorGroup(PartError):

@@ -31,6 +31,7 @@ class LoadedModel:
     info: ModelInfo
     path: Path  # where it was loaded from; shown to the operator, never to HTTP clients
     session: object  # onnxruntime.InferenceSession
+    version: str = "1"  # the Triton layout's version folder; a plain file is version 1
 
     @property
     def name(self) -> str:
@@ -65,8 +66,10 @@ class LoadedModel:
         """
         x = np.ascontiguousarray(batch, dtype=np.float32)
         self.check_batch(x)
-        if not normalized:
-            x = self.normalise(x)
+        return self.run_graph(x if normalized else self.normalise(x))
+
+    def run_graph(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Each output's logits for a float32 batch the graph takes as it is (already checked and normalised)."""
         names = [o.name for o in self.info.outputs]
         return dict(zip(names, self.session.run(names, {self.info.input_name: x})))
 
@@ -128,15 +131,19 @@ def find_model_files(path: str | Path) -> list[Path]:
     return files
 
 
-def load_model(file: Path, device: str = "auto", threads: int | None = None) -> LoadedModel:
-    """One file's model, refused (ExportError) unless its metadata describes its graph and a trial run agrees."""
-    session = open_session(file, device, threads)
+def load_model(file: Path, device: str = "auto", threads: int | None = None, *, spin: bool = False) -> LoadedModel:
+    """One file's model, refused (ExportError) unless its metadata describes its graph and a trial run agrees.
+
+    ONNX Runtime's threads do not spin between calls unless `spin` (partc.onnxrt.session_options).
+    """
+    session = open_session(file, device, threads, spin=spin)
     info = ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map, str(file))
     problems = graph_problems(info, *graph_values(session))
     if problems:
         raise ExportError(f"'{file}': the metadata does not describe the graph: {'; '.join(problems)}",
                           hint="export the model again with 'partc export'")
-    model = LoadedModel(info, file, session)
+    version = file.parent.name if file.name == "model.onnx" and file.parent.name.isdigit() else "1"
+    model = LoadedModel(info, file, session, version)
     _trial_run(model)
     return model
 
@@ -158,11 +165,12 @@ def _trial_run(model: LoadedModel) -> None:
                               f"[{rows}, {len(output.labels)}]")
 
 
-def load_models(path: str | Path, device: str = "auto", threads: int | None = None) -> dict[str, LoadedModel]:
+def load_models(path: str | Path, device: str = "auto", threads: int | None = None, *,
+                spin: bool = False) -> dict[str, LoadedModel]:
     """Model name -> loaded model (a task file is named after its task, a fused file after its network)."""
     models: dict[str, LoadedModel] = {}
     for file in find_model_files(path):
-        model = load_model(file, device, threads)
+        model = load_model(file, device, threads, spin=spin)
         if model.name in models:
             raise ExportError(f"model '{model.name}' is exported twice: {models[model.name].path} and {file}")
         models[model.name] = model
