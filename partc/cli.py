@@ -11,11 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from partc.errors import PartError
+from partc.errors import EXIT_USER_ERROR, PartError
 from partc.version import __version__
-
-EXIT_USER_ERROR = 2
-
 
 MAX_WARNINGS_SHOWN = 20
 

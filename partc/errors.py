@@ -35,6 +35,9 @@ class Location:
         return f"{self.file}:{self.line}:{self.column}"
 
 
+EXIT_USER_ERROR = 2  # the exit code of every command that stops on a PartError
+
+
 class PartError(Exception):
     """Base of every user-facing error."""
 

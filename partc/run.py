@@ -226,10 +226,11 @@ class RunLock:
     distributed run, where rank 0 alone takes it and writes). The kernel
     drops the lock when its process ends, however it ends; `release` also
     removes the file. Where fcntl is missing (Windows) nothing is locked.
+    `created`: the folder did not exist before the lock made it.
     """
 
-    def __init__(self, run_dir: Path, fd: int | None):
-        self.run_dir, self.path, self.fd = run_dir, run_dir / LOCK_NAME, fd
+    def __init__(self, run_dir: Path, fd: int | None, created: bool = False):
+        self.run_dir, self.path, self.fd, self.created = run_dir, run_dir / LOCK_NAME, fd, created
 
     def release(self) -> None:
         if self.fd is None:
@@ -249,11 +250,12 @@ class RunLock:
 def lock_run(run_dir: str | Path) -> RunLock:
     """Take `run_dir`'s lock, creating the folder; a `RunDirError` naming the holder's pid when another has it."""
     run = Path(run_dir)
+    created = not run.exists()
     make_folder(run)
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
-        return RunLock(run, None)
+        return RunLock(run, None, created)
     path = run / LOCK_NAME
     for _ in range(10):  # the file can be removed between our open and our flock by a holder releasing it
         with file_system("create the lock file", path):
@@ -280,7 +282,7 @@ def lock_run(run_dir: str | Path) -> RunLock:
         with file_system("write the lock file", path):
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
-        return RunLock(run, fd)
+        return RunLock(run, fd, created)
     raise RunDirError(f"cannot lock run directory '{run}': its lock file keeps changing",
                       hint="another process is starting and stopping runs there; try again")
 

@@ -40,18 +40,24 @@ def augment_batch(
     *,
     padding: int = PADDING,
     fill: Sequence[float] | torch.Tensor | None = None,
+    part: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """Random crop (zero or `fill` padding of `padding` px) and horizontal flip of a (B, C, H, W) batch."""
+    """Random crop (zero or `fill` padding of `padding` px) and horizontal flip of a (B, C, H, W) batch.
+
+    `part` (start, total): x holds rows start.. of a batch of `total` rows; the draws are made for the
+    whole batch and x gets its rows' own, so the parts of a batch come out as the whole batch would.
+    """
     if x.dim() != 4:
         raise ValueError(f"augment_batch needs a (B, C, H, W) batch, got shape {tuple(x.shape)}")
     b, c, h, w = x.shape
+    rows_of, total = _part(b, part)
     if b == 0:
         return x.clone()
     # Draw on the generator's device (a CPU generator can serve a CUDA batch), then move.
     gdev = generator.device
-    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=gdev).to(x.device)
-    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=gdev).to(x.device)
-    flip = (torch.rand(b, generator=generator, device=gdev) < 0.5).to(x.device)
+    dy = torch.randint(0, 2 * padding + 1, (total,), generator=generator, device=gdev)[rows_of].to(x.device)
+    dx = torch.randint(0, 2 * padding + 1, (total,), generator=generator, device=gdev)[rows_of].to(x.device)
+    flip = (torch.rand(total, generator=generator, device=gdev)[rows_of] < 0.5).to(x.device)
 
     rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H) rows of the padded image
     cols = torch.arange(w, device=x.device)
@@ -76,21 +82,26 @@ def perspective_batch(
     *,
     p: float = PERSPECTIVE_P,
     fill: Sequence[float] | torch.Tensor | None = None,
+    part: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """Random perspective of a (B, C, H, W) batch, torchvision's RandomPerspective(distortion_scale, p) per sample."""
+    """Random perspective of a (B, C, H, W) batch, torchvision's RandomPerspective(distortion_scale, p) per sample.
+
+    `part`: as for `augment_batch`.
+    """
     if x.dim() != 4:
         raise ValueError(f"perspective_batch needs a (B, C, H, W) batch, got shape {tuple(x.shape)}")
     if not 0 <= distortion_scale < 1:
         raise ValueError(f"distortion_scale must be in [0, 1), got {distortion_scale}")
     b, c, h, w = x.shape
+    rows_of, total = _part(b, part)
     dw, dh = int(distortion_scale * (w // 2)), int(distortion_scale * (h // 2))
     if b == 0 or p <= 0 or (dw == 0 and dh == 0):
         return x.clone()
     gdev = generator.device
-    selected = (torch.rand(b, generator=generator, device=gdev) < p).to(x.device)
+    selected = (torch.rand(total, generator=generator, device=gdev)[rows_of] < p).to(x.device)
     # Inward moves of the corners (top-left, top-right, bottom-right, bottom-left), whole pixels as in torchvision.
-    mx = torch.randint(0, dw + 1, (b, 4), generator=generator, device=gdev).to(x.device, torch.float64)
-    my = torch.randint(0, dh + 1, (b, 4), generator=generator, device=gdev).to(x.device, torch.float64)
+    mx = torch.randint(0, dw + 1, (total, 4), generator=generator, device=gdev)[rows_of].to(x.device, torch.float64)
+    my = torch.randint(0, dh + 1, (total, 4), generator=generator, device=gdev)[rows_of].to(x.device, torch.float64)
     start = corners(h, w, x.device).expand(b, 4, 2)
     sign = torch.tensor([[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]], dtype=torch.float64, device=x.device)
     end = start + sign * torch.stack([mx, my], dim=2)
@@ -101,6 +112,16 @@ def perspective_batch(
         values = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
         warped = F.grid_sample(x - values, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + values
     return torch.where(selected[:, None, None, None], warped, x)
+
+
+def _part(rows: int, part: tuple[int, int] | None) -> tuple[slice, int]:
+    """The slice of the whole batch's draws that `rows` rows at `part` = (start, total) take, and total."""
+    if part is None:
+        return slice(0, rows), rows
+    start, total = part
+    if not (0 <= start and start + rows <= total):
+        raise ValueError(f"rows {start}..{start + rows} do not lie in a batch of {total}")
+    return slice(start, start + rows), total
 
 
 def corners(h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:

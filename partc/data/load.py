@@ -90,15 +90,17 @@ class TaskData:
             h.update(split.encode() + np.sort(np.asarray(self.ids[split], dtype="<u8")).tobytes())
         return h.hexdigest()[:16]
 
-    def augment_batch(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def augment_batch(self, x: torch.Tensor, generator: torch.Generator,
+                      part: tuple[int, int] | None = None) -> torch.Tensor:
         """Random crop (padding 4), horizontal flip, then random perspective when asked; see `partc.data.augment`.
 
         The paper's order (torchvision's RandomCrop, RandomHorizontalFlip,
-        RandomPerspective); every draw comes from `generator`.
+        RandomPerspective); every draw comes from `generator`. `part` (start, total): x is rows
+        start.. of a batch of `total`, augmented as they would be in the whole batch (distributed training).
         """
-        out = _augment_batch(x, generator, fill=self.pad_value)
+        out = _augment_batch(x, generator, fill=self.pad_value, part=part)
         if self.perspective > 0:
-            out = _perspective_batch(out, generator, self.perspective, p=PERSPECTIVE_P, fill=self.pad_value)
+            out = _perspective_batch(out, generator, self.perspective, p=PERSPECTIVE_P, fill=self.pad_value, part=part)
         return out
 
 

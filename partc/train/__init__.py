@@ -6,8 +6,9 @@ Modules: `config` (train block -> settings), `sampling` (batching policy),
 `loop` (fused and interleaved epochs, evaluation), `session` (model,
 optimizers, data feeds and their checkpointable state), `runner` (the run
 directory, checkpoints, resume), `results`, `progress`, `nosharing` (the
-no-sharing baseline), `device` and `fast` (CUDA speed settings), `flops`,
-`cli` (`partc train`).
+no-sharing baseline), `device` and `fast` (CUDA speed settings), `distributed`
+(one run across the processes torchrun starts: DDP, rank-0 writes), `flops`,
+`cli` (`partc train`, `partc extend`, `--nproc`).
 """
 
 from __future__ import annotations

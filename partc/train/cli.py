@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 
 from partc.argtypes import int_at_least
 from partc.devices import DEVICE_CHOICES
+from partc.errors import EXIT_USER_ERROR
 
 
 def prepare_torch(threads: int | None) -> None:
@@ -19,37 +22,48 @@ def prepare_torch(threads: int | None) -> None:
 
     from partc.devices import cpu_threads
 
-    # torch's default thread count can exceed the CPUs a container lets this process use.
-    torch.set_num_threads(threads or min(cpu_threads(), torch.get_num_threads()))
+    # torch's default thread count can exceed the CPUs a container lets this process use; processes that
+    # torchrun starts side by side share them.
+    local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    torch.set_num_threads(threads or min(max(1, cpu_threads() // local_processes), torch.get_num_threads()))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.nproc is not None:
+        return launch(args)
     from partc.spec import load
     from partc.train import train
 
     prepare_torch(args.threads)
-    net = load(args.spec)
-    if args.seeds is not None:
-        from partc.train.seeds import train_group
+    with _joined(args) as world:
+        net = world.agreed(load, args.spec)
+        if args.seeds is not None:
+            from partc.train.seeds import train_group
 
-        train_group(net, args.out, args.seeds, device=args.device, resume=args.resume, epochs=args.epochs,
-                    mode=args.mode, data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing)
-        return 0
-    results = train(net, args.out, device=args.device, resume=args.resume, epochs=args.epochs, mode=args.mode,
-                    data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing, threads=args.threads)
+            _one_process_for_groups(world)
+            train_group(net, args.out, args.seeds, device=args.device, resume=args.resume, epochs=args.epochs,
+                        mode=args.mode, data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing)
+            return 0
+        results = train(net, args.out, device=args.device, resume=args.resume, epochs=args.epochs, mode=args.mode,
+                        data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing, threads=args.threads,
+                        world=world)
     return 0 if results is not None else 1
 
 
 def cmd_extend(args: argparse.Namespace) -> int:
+    if args.nproc is not None:
+        return launch(args)
     from partc.train.extend import extend, extend_group
 
     prepare_torch(args.threads)
     options = dict(epochs=args.epochs, device=args.device, mode=args.mode, data_root=args.data_root, quiet=args.quiet,
                    resume=args.resume, freeze=not args.no_freeze)
-    if args.seeds is not None:
-        extend_group(args.base_run, args.spec, args.out, args.seeds, **options)
-        return 0
-    results = extend(args.base_run, args.spec, args.out, **options)
+    with _joined(args) as world:
+        if args.seeds is not None:
+            _one_process_for_groups(world)
+            extend_group(args.base_run, args.spec, args.out, args.seeds, **options)
+            return 0
+        results = extend(args.base_run, args.spec, args.out, world=world, **options)
     return 0 if results is not None else 1
 
 
@@ -60,6 +74,95 @@ def _seeds(text: str) -> list[int]:
         return parse_seeds(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _one_process_for_groups(world) -> None:
+    from partc.errors import TrainError
+
+    if world.distributed:
+        raise TrainError("--seeds trains a seed group in one process; several processes train one run at a time",
+                         hint="run the group without torchrun or --nproc")
+
+
+@contextlib.contextmanager
+def _joined(args: argparse.Namespace):
+    """The world of this process (`partc.train.distributed`); a user error in a world of several processes
+    ends the process at once with exit 2, as it does every other rank (see `exit_now`)."""
+    from partc.errors import PartError
+    from partc.train.distributed import DEFAULT_TIMEOUT_S, exit_now, joined
+
+    with joined(args.device, args.dist_timeout or DEFAULT_TIMEOUT_S) as world:
+        try:
+            yield world
+        except PartError as e:
+            if not world.distributed:
+                raise
+            if world.main or not world.rank0_reports:
+                sys.stderr.write(e.render() + "\n")  # one write: the ranks share the terminal
+            exit_now(EXIT_USER_ERROR)
+
+
+def launch(args: argparse.Namespace) -> int:
+    """`--nproc N`: the same command in N processes on this machine, started by torchrun's launcher."""
+    import os
+    import uuid
+
+    from partc.devices import cpu_threads
+    from partc.errors import TrainError
+
+    if "WORLD_SIZE" in os.environ:
+        raise TrainError("--nproc was given to a process that torchrun started",
+                         hint="use either torchrun or --nproc, not both")
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError
+    from torch.distributed.run import get_args_parser, run
+
+    if args.threads is None:  # torchrun would set 1; share this machine's CPUs out instead
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cpu_threads() // args.nproc)))
+    launcher = get_args_parser().parse_args(
+        ["--nnodes", "1", "--nproc-per-node", str(args.nproc), "--rdzv-backend", "c10d",
+         "--rdzv-endpoint", "127.0.0.1:0", "--rdzv-id", str(uuid.uuid4()), "-m", "partc", *worker_argv(args)])
+    try:
+        run(launcher)
+    except ChildFailedError as e:
+        codes = sorted({failure.exitcode for failure in e.failures.values()})
+        if codes == [EXIT_USER_ERROR]:
+            return EXIT_USER_ERROR  # each worker printed its message
+        print(f"partc: {len(e.failures)} of {args.nproc} processes failed (exit codes "
+              f"{', '.join(map(str, codes))}); their output is above", file=sys.stderr)
+        return 1
+    except RendezvousError as e:
+        raise TrainError(f"the {args.nproc} processes could not meet: {str(e).splitlines()[0]}") from None
+    return 0
+
+
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """The command line that gave `args`, without --nproc: what each launched process runs."""
+    parser = args.parser
+    argv = [args.command]
+    for action in parser._actions:
+        if action.dest in ("help", "nproc"):
+            continue
+        value = getattr(args, action.dest, None)
+        if not action.option_strings:
+            argv.append(str(value))
+            continue
+        flag = max(action.option_strings, key=len)  # the long form
+        if action.nargs == 0:
+            if value:
+                argv.append(flag)
+        elif value is not None and value != action.default:
+            argv += [flag, str(value)]
+    return argv
+
+
+def add_distributed_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nproc", type=int_at_least(1), metavar="N",
+                   help="train with N processes on this machine, started by torchrun's launcher (one per GPU; "
+                        "see docs/train.md for torchrun and several machines)")
+    p.add_argument("--dist-timeout", type=int_at_least(1), metavar="SECONDS",
+                   help="under torchrun: how long a process waits for the others to join and at each "
+                        "collective (default: 10 minutes)")
 
 
 def register(subparsers) -> None:
@@ -86,7 +189,8 @@ def register(subparsers) -> None:
                    help="CPU threads for torch (default: torch's choice, at most the CPUs this process may use; "
                         "with --resume, the count the run trained with)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, epoch lines or results table")
-    p.set_defaults(func=cmd_train)
+    add_distributed_options(p)
+    p.set_defaults(func=cmd_train, parser=p)
 
     p = subparsers.add_parser(
         "extend", help="train new tasks over a trained run, the old tasks' modules frozen (bit-identical)",
@@ -108,4 +212,5 @@ def register(subparsers) -> None:
                         "extended member by member)")
     p.add_argument("--threads", type=int_at_least(1), help="CPU threads for torch (as partc train)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, epoch lines or results table")
-    p.set_defaults(func=cmd_extend)
+    add_distributed_options(p)
+    p.set_defaults(func=cmd_extend, parser=p)

@@ -72,8 +72,10 @@ class Runtime:
         return {}
 
     def rng_state(self) -> list[torch.Tensor] | None:
-        return torch.cuda.get_rng_state_all() if self.cuda else None
+        """The CUDA generator of this process's GPU (as a list of one; older checkpoints hold every GPU's,
+        device 0 first). Only its own: under torchrun, touching every GPU would open a context on each."""
+        return [torch.cuda.get_rng_state(self.device)] if self.cuda else None
 
     def set_rng_state(self, states) -> None:
         if self.cuda and states:
-            torch.cuda.set_rng_state_all(states)
+            torch.cuda.set_rng_state(states[0], self.device)

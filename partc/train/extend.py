@@ -241,25 +241,42 @@ def plan_extension(base_run: str | Path, grown_path: str | Path, out: str | Path
 
 def extend(base_run: str | Path, grown_path: str | Path, out_dir: str | Path, *, epochs: int | None = None,
            device: str = "auto", mode: str | None = None, data_root: str | Path | None = None, quiet: bool = False,
-           resume: bool = False, freeze: bool = True, seed: int | None = None) -> dict:
+           resume: bool = False, freeze: bool = True, seed: int | None = None, world=None) -> dict:
     """Train the grown spec's new tasks over BASE_RUN into OUT_DIR (see the module docstring); the results.
 
     The base run is only read. With `resume`, OUT_DIR must be this extension's run directory.
-    `seed` replaces the grown spec's train seed (a member of a seed group).
+    `seed` replaces the grown spec's train seed (a member of a seed group). Under torchrun, rank 0
+    reads the base run and hands every rank the plan (`partc.train.distributed`).
     """
+    from partc.train.distributed import joined
     from partc.train.runner import train
 
+    if world is None:
+        with joined(device) as world:
+            return extend(base_run, grown_path, out_dir, epochs=epochs, device=device, mode=mode, data_root=data_root,
+                          quiet=quiet, resume=resume, freeze=freeze, seed=seed, world=world)
     out = Path(out_dir)
+    extension = world.agreed(_plan_on_main, base_run, grown_path, out, freeze, resume, world)
+    shared = world.broadcast((extension.spec_text, extension.growth, extension.base_state) if world.main else None)
+    net = world.agreed(lambda: extension.net if world.main else loads(shared[0], str(grown_path)))
+    if resume:
+        return train(net, out, device=device, resume=True, epochs=epochs, mode=mode, data_root=data_root,
+                     quiet=quiet, seed=seed, world=world)
+    return train(net, out, device=device, epochs=epochs, mode=mode, data_root=data_root, quiet=quiet,
+                 growth=shared[1], initial_state=shared[2], seed=seed, world=world)
+
+
+def _plan_on_main(base_run, grown_path, out: Path, freeze: bool, resume: bool, world) -> Extension | None:
+    """The checked extension, on rank 0 (the others get it from there); for `resume`, OUT is this extension's."""
+    if not world.main:
+        return None
     extension = plan_extension(base_run, grown_path, out, freeze=freeze)
     if resume:
         recorded = require_info(out).get("extend") if out.is_dir() else None
         if recorded is None or not extension.net.matches_hash(require_info(out).get("spec_hash")):
             raise CheckpointError(f"'{out}' is not an extension of '{base_run}' by '{grown_path}'",
                                   hint="resume with the base run and grown spec it was started from")
-        return train(extension.net, out, device=device, resume=True, epochs=epochs, mode=mode, data_root=data_root,
-                     quiet=quiet, seed=seed)
-    return train(extension.net, out, device=device, epochs=epochs, mode=mode, data_root=data_root, quiet=quiet,
-                 growth=extension.growth, initial_state=extension.base_state, seed=seed)
+    return extension
 
 
 def extend_group(base: str | Path, grown_path: str | Path, out_dir: str | Path, seeds: list[int], *,

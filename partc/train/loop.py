@@ -40,12 +40,18 @@ class Meter:
         self.samples = 0
 
     @torch.no_grad()
-    def update(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
+    def batch_sums(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+        """What one batch adds to `sums`."""
         n = y.shape[0]
         hits = logits.topk(self.k, dim=1).indices.eq(y[:, None])
-        self.sums += torch.stack([loss.detach().double() * n, hits[:, 0].sum().double(),
-                                  hits.any(dim=1).sum().double()])
-        self.samples += n
+        return torch.stack([loss.detach().double() * n, hits[:, 0].sum().double(), hits.any(dim=1).sum().double()])
+
+    def update(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
+        self.add(self.batch_sums(logits, y, loss), y.shape[0])
+
+    def add(self, sums: torch.Tensor, samples: int) -> None:
+        self.sums += sums.to(self.sums.device)
+        self.samples += samples
 
     def result(self) -> dict:
         if self.samples == 0:
@@ -58,7 +64,8 @@ class TaskFeed:
     """One task's training data and the generators that draw its batches."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch: int, stream: TaskStream,
-                 augment: Callable | None, augment_generator: torch.Generator, runtime: Runtime):
+                 augment: Callable | None, augment_generator: torch.Generator, runtime: Runtime,
+                 share: slice | None = None):
         self.x, self.y = runtime.place([x, y])
         self.batch = batch
         self.stream = stream
@@ -66,12 +73,18 @@ class TaskFeed:
         self.augment = augment
         self.augment_generator = augment_generator
         self.runtime = runtime
+        self.share = share  # distributed: this process's rows of each batch (`partc.train.distributed`)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.stream.take(self.batch)  # on the data's device already: no copy per step
+        if self.share is not None:
+            idx = idx[self.share]
         x, y = self.x[idx], self.y[idx]
         if self.augment is not None:
-            x = self.augment(x, self.augment_generator)
+            if self.share is None:
+                x = self.augment(x, self.augment_generator)
+            else:  # the whole batch's draws, this share's rows of them
+                x = self.augment(x, self.augment_generator, (self.share.start, self.batch))
         return self.runtime.input(x), y.to(self.runtime.device, non_blocking=True)
 
 
@@ -111,17 +124,36 @@ def interleaved_epoch(model, optimizers: dict[str, torch.optim.Optimizer], feeds
 
 
 @torch.no_grad()
-def evaluate(model, task: str, x: torch.Tensor, y: torch.Tensor, classes: int, runtime: Runtime,
-             batch: int = 512) -> dict:
-    """Loss, top-1 and top-5 of `task` on (x, y): eval mode, batched, no gradients."""
+def evaluate_batches(model, task: str, x: torch.Tensor, y: torch.Tensor, classes: int, runtime: Runtime,
+                     batch: int = 512, rank: int = 0, size: int = 1) -> list[tuple[int, torch.Tensor, int]]:
+    """(batch number, the sums it adds to a `Meter`, samples) of batches rank, rank + size, ... of (x, y)
+    in `batch`-row pieces: eval mode, no gradients. A single process evaluates them all."""
     was_training = model.training
     model.eval()
     meter = Meter(classes, runtime.device)
-    for start in range(0, x.shape[0], batch):
+    found = []
+    for number, start in enumerate(range(0, x.shape[0], batch)):
+        if number % size != rank:
+            continue
         xb = runtime.input(x[start : start + batch])
         yb = y[start : start + batch].to(runtime.device, non_blocking=True)
         with runtime.autocast():
             logits = model(xb, task=task)
-        meter.update(logits, yb, F.cross_entropy(logits.float(), yb))
+        found.append((number, meter.batch_sums(logits, yb, F.cross_entropy(logits.float(), yb)), yb.shape[0]))
     model.train(was_training)
+    return found
+
+
+def summed(found: list[tuple[int, torch.Tensor, int]], classes: int, device: torch.device) -> dict:
+    """Loss/top1/top5/samples from `evaluate_batches` rows, added in batch order (one result to the bit,
+    however the batches were shared out)."""
+    meter = Meter(classes, device)
+    for _number, sums, samples in sorted(found, key=lambda row: row[0]):
+        meter.add(sums, samples)
     return meter.result()
+
+
+def evaluate(model, task: str, x: torch.Tensor, y: torch.Tensor, classes: int, runtime: Runtime,
+             batch: int = 512) -> dict:
+    """Loss, top-1 and top-5 of `task` on (x, y): eval mode, batched, no gradients."""
+    return summed(evaluate_batches(model, task, x, y, classes, runtime, batch), classes, runtime.device)

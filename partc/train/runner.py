@@ -1,7 +1,8 @@
 """Train stage entry point: `train(net, out_dir)` -> a run directory and the final results.
 
 The run directory follows docs/ARCHITECTURE.md (read and written through
-`partc.run`), under the directory's lock for the whole run. A fresh run
+`partc.run`), under the directory's lock for the whole run; under torchrun, rank 0
+alone takes the lock and writes (`partc.train.distributed`). A fresh run
 writes spec.part, init.pt, last.pt, then run.json last: a start-up killed
 before run.json leaves an "unfinished" directory, which the next `partc
 train` (with or without --resume) clears and starts again. Order of writes
@@ -17,6 +18,7 @@ last finite checkpoint and the results up to it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -27,6 +29,7 @@ from partc.errors import CheckpointError, TrainError
 from partc.ir import Network
 from partc.run import (
     Growth,
+    RunLock,
     append_metrics,
     clear_unfinished_start,
     epoch_checkpoint,
@@ -35,6 +38,7 @@ from partc.run import (
     lock_run,
     point_last,
     prune_checkpoints,
+    read_info,
     read_metrics,
     remove_temp_files,
     require_info,
@@ -46,7 +50,8 @@ from partc.run import (
     write_spec,
 )
 from partc.train.config import TrainConfig, resolve_config
-from partc.train.device import Runtime, pick_device
+from partc.train.device import Runtime
+from partc.train.distributed import DEFAULT_TIMEOUT_S, World, code_fingerprint, joined
 from partc.train.memory import allocation_errors, check_memory
 from partc.train.progress import Progress
 from partc.train.results import best_mean_val_epoch, build_results, results_table
@@ -61,7 +66,7 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
           epochs: int | None = None, mode: str | None = None, data_root: str | Path | None = None,
           quiet: bool = False, no_sharing: bool = False, data: dict[str, Any] | None = None,
           growth: Growth | None = None, initial_state: dict[str, Any] | None = None, seed: int | None = None,
-          threads: int | None = None) -> dict:
+          threads: int | None = None, world: World | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict:
     """Train every task of `net` into `out_dir` (default runs/<network>); the final results.
 
     `no_sharing` trains the spec's no-sharing baseline instead (`partc.train.nosharing`).
@@ -72,48 +77,101 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
     network seed, and with it the paths and the data splits, stays the spec's. `threads`
     sets torch's CPU threads; a resumed run takes the count it was trained with
     unless told otherwise (CPU results depend on it), and says so when they differ.
+    Under torchrun the processes train one run together (`partc.train.distributed`; `world`, when the
+    caller joined it already); every rank returns the results.
     """
+    if world is None:
+        with joined(device, timeout_s) as world:
+            return train(net, out_dir, device=device, resume=resume, epochs=epochs, mode=mode, data_root=data_root,
+                         quiet=quiet, no_sharing=no_sharing, data=data, growth=growth, initial_state=initial_state,
+                         seed=seed, threads=threads, world=world)
     source = net
     if no_sharing:
         from partc.train.nosharing import unshare
 
         net = unshare(net)
     out = Path(out_dir) if out_dir is not None else Path("runs") / net.name
-    runtime = Runtime(pick_device(device))
-    _refuse_at_a_glance(out, resume)  # before anything is created, not even the lock file
-    created = not out.exists()
-    with lock_run(out) as lock:
-        state = run_state(out)  # again, now that no other process can change it
-        if resume and state == "run":
-            checkpoint = _resume_checkpoint(out, net, no_sharing)
-            cfg = _resume_config(checkpoint, epochs, mode, seed, run_paths(out)["last"])
-            recorded = require_info(out)
-            _resume_threads(recorded, threads, str(runtime.device), quiet)
-            growth, initial_state = (Growth.from_dict(recorded["extend"]) if recorded.get("extend") else None), None
-        else:
-            checkpoint = None
-            _refuse_existing(out, state, resume, quiet)
-            cfg = resolve_config(net, epochs=epochs, mode=mode, seed=seed)
-            _set_threads(threads)
+    quiet = quiet or not world.main
+    runtime = Runtime(world.device)
+    if world.main and not resume and _restarted_here(out, world):
+        resume = True  # torchrun --max-restarts started the group again: carry on from the last checkpoint
+    world.agree(None, {**code_fingerprint(), "spec hash": net.spec_hash})
+    with contextlib.ExitStack() as held:
+        lock = world.agreed(_lock_on_main, out, resume, world, held)
         started = False
         try:
-            if data is None:
-                from partc.data.load import load_all
-
-                data = load_all(net, data_root=data_root)
-            check_data(net, data)
-            runtime.setup()
-            check_memory(net, cfg, runtime, data)
-            with allocation_errors(net, cfg, runtime, data):
-                trainer = Trainer(net, cfg, runtime, data, growth=growth, initial_state=initial_state)
-            start = _open_run(out, net, source, trainer, checkpoint, growth, _split_record(data))
+            # Rank 0 reads the run directory; every rank gets its checkpoint (no shared file system needed).
+            opened = world.agreed(_read_run, out, net, no_sharing, resume, quiet, world)
+            state, recorded = world.broadcast(opened)
+            started = state is not None  # a resume: whatever fails, the run directory stays as it was
+            if state is not None:
+                _resume_threads(recorded, threads, str(runtime.device), quiet)
+            else:
+                _set_threads(threads)
+            asked = dict(epochs=epochs, mode=mode, seed=seed, data_root=data_root, data=data, growth=growth,
+                         initial_state=initial_state)
+            trainer, splits, data = world.agreed(_prepare, out, net, state, recorded, asked, runtime, world)
+            world.agree(None, {"settings": trainer.cfg.to_dict(), "data": trainer.stats,
+                               "batches": trainer.batch_sizes, "splits": splits})
+            start = _open_run(out, net, source, trainer, state, recorded, splits, world)
             started = True
         finally:
-            if checkpoint is None and not started:  # a fresh start that failed: leave nothing behind
-                _abandon_start(out, lock, created)
-        with allocation_errors(net, cfg, runtime, data):
+            if lock is not None and not started:  # a fresh start that failed: leave nothing behind
+                _abandon_start(out, lock)
+        with allocation_errors(net, trainer.cfg, runtime, data):
             _train_epochs(out, net, trainer, start, quiet)
-        return _finish(out, net, cfg.epochs, no_sharing, quiet)
+        results = _finish(out, net, trainer.cfg.epochs, no_sharing, quiet) if world.main else None
+    return world.broadcast(results)
+
+
+def _lock_on_main(out: Path, resume: bool, world: World, held: contextlib.ExitStack) -> RunLock | None:
+    """On rank 0: refuse what needs no lock (so a refused command creates nothing, not even the lock
+    file), then take the run directory's lock until `held` closes."""
+    if not world.main:
+        return None
+    _refuse_at_a_glance(out, resume)
+    return held.enter_context(lock_run(out))
+
+
+def _read_run(out: Path, net: Network, no_sharing: bool, resume: bool, quiet: bool,
+              world: World) -> tuple[dict | None, dict | None]:
+    """On rank 0, under the lock: (last.pt, run.json) to resume from, or (None, None) for a new run."""
+    if not world.main:
+        return None, None
+    state = run_state(out)  # again, now that no other process can change it
+    if resume and state == "run":
+        return _resume_checkpoint(out, net, no_sharing), require_info(out)
+    _refuse_existing(out, state, resume, quiet)
+    return None, None
+
+
+def _prepare(out: Path, net: Network, state: dict | None, recorded: dict | None, asked: dict[str, Any],
+             runtime: Runtime, world: World) -> tuple[Trainer, dict[str, Any], dict[str, Any]]:
+    """Settings, data and the trainer (restored from `state` on resume), the data's split record, and
+    the data: everything before the first write. `asked`: train()'s epochs, mode, seed, data_root,
+    data, growth and initial_state."""
+    growth, initial_state = asked["growth"], asked["initial_state"]
+    if state is not None:
+        cfg = _resume_config(state, asked["epochs"], asked["mode"], asked["seed"], run_paths(out)["last"])
+        growth, initial_state = (Growth.from_dict(recorded["extend"]) if recorded.get("extend") else None), None
+    else:
+        cfg = resolve_config(net, epochs=asked["epochs"], mode=asked["mode"], seed=asked["seed"])
+    data = asked["data"]
+    if data is None:
+        from partc.data.load import load_all
+
+        data = load_all(net, data_root=asked["data_root"])
+    check_data(net, data)
+    splits = _split_record(data)
+    if state is not None:
+        _check_same_splits(out, recorded.get("splits"), splits)
+    runtime.setup()
+    check_memory(net, cfg, runtime, data)
+    with allocation_errors(net, cfg, runtime, data):
+        trainer = Trainer(net, cfg, runtime, data, growth=growth, initial_state=initial_state, world=world)
+    if state is not None:
+        trainer.load_state_dict(state, str(run_paths(out)["last"]))  # checked whole: nothing is written before this
+    return trainer, splits, data
 
 
 def _split_record(data: dict[str, Any]) -> dict[str, Any]:
@@ -124,35 +182,43 @@ def _split_record(data: dict[str, Any]) -> dict[str, Any]:
     return {"rule": SPLIT_RULE, "digests": {t: v for t, v in digests.items() if v is not None}}
 
 
+def _restarted_here(out: Path, world: World) -> bool:
+    """A group torchrun restarted (TORCHELASTIC_RESTART_COUNT > 0) over the run this launch started."""
+    if world.restart < 1 or world.launch_id is None or not run_paths(out)["info"].is_file():
+        return False
+    info, problems = read_info(out)
+    return not problems and info.get("launch_id") == world.launch_id
+
+
 def _open_run(out: Path, net: Network, source: Network, trainer: Trainer, state: dict | None,
-              growth: Growth | None, splits: dict[str, Any]) -> int:
-    """Start the run directory (spec, init.pt, last.pt, then run.json) or restore the trainer; the epochs done."""
-    paths = run_paths(out)
+              recorded: dict | None, splits: dict[str, Any], world: World) -> int:
+    """Rank 0 starts the run directory (spec, init.pt, last.pt, then run.json) or tidies it for a resume;
+    the epochs done."""
+    paths, growth = run_paths(out), trainer.growth
+    start = int(state["epoch"]) if state is not None else 0
+    if not world.main:
+        return start
+    launch = {"world_size": world.size, "launch_id": world.launch_id}
+    if state is not None:
+        info = {**recorded, **_settings_info(trainer), **launch}
+        info.pop("stopped", None)  # a run stopped by a non-finite loss, trained on: it is going again
+        keep_metrics_until(out, start)
+        remove_temp_files(out)
+        write_info(out, info)
+        return start
     info = {
         "partc_version": _version(), "network": net.name, "spec_hash": net.spec_hash, "spec_file": str(source.file),
         "no_sharing": source is not net, "steps_per_epoch": trainer.steps, "task_batch": trainer.batch_sizes,
-        "splits": splits,
+        "splits": splits, **_settings_info(trainer), **launch,
     }
     if source is not net:
         info.update(source_network=source.name, source_spec_hash=source.spec_hash)
     if growth is not None:
         info["extend"] = growth.to_dict()
-    if state is not None:
-        recorded = require_info(out)
-        _check_same_splits(out, recorded.get("splits"), splits)
-        trainer.load_state_dict(state, str(paths["last"]))  # checked whole: nothing is written before this
-        start = int(state["epoch"])
-        info = {**recorded, **_settings_info(trainer)}
-        info.pop("stopped", None)  # a run stopped by a non-finite loss, trained on: it is going again
-        keep_metrics_until(out, start)
-        remove_temp_files(out)
-    else:
-        start = 0
-        info.update(_settings_info(trainer))
-        write_spec(out, net.source)
-        save_checkpoint(paths["init"], _checkpoint(net, trainer, 0))
-        point_last(out, paths["init"])
-    write_info(out, info)  # on a fresh start, the commit: from here on the run resumes
+    write_spec(out, net.source)
+    save_checkpoint(paths["init"], _checkpoint(net, trainer, 0))
+    point_last(out, paths["init"])
+    write_info(out, info)  # the commit: from here on the run resumes
     return start
 
 
@@ -187,6 +253,8 @@ def _train_epochs(out: Path, net: Network, trainer: Trainer, start: int, quiet: 
             for (t, split), m in _timed_eval(trainer).items():
                 rows.append({"epoch": epoch, "task": t, "split": split, **m})
             _stop_if_not_finite(out, net, trainer, epoch, rows)
+            if not trainer.world.main:
+                continue  # rank 0 alone writes the run directory
             append_metrics(out, rows)
             save_checkpoint(epoch_checkpoint(out, epoch), _checkpoint(net, trainer, epoch))
             point_last(out, epoch_checkpoint(out, epoch))
@@ -204,11 +272,14 @@ def _stop_if_not_finite(out: Path, net: Network, trainer: Trainer, epoch: int, r
     kept = epoch - 1
     what = "NaN" if math.isnan(bad["loss"]) else "infinite"
     reason = f"the {bad['split']} loss of task '{bad['task']}' was {what} in epoch {epoch}"
-    info = require_info(out)
-    write_info(out, {**info, "stopped": {"epoch": epoch, "kept_epoch": kept, "reason": reason}})
-    rows_kept, _ = read_metrics(out)
-    results = build_results(net, rows_kept, kept)
-    write_results(out, {**results, "stopped": reason}, results_table(results))
+    if trainer.world.main:  # every rank sees the same summed rows and stops; rank 0 writes
+        info = require_info(out)
+        write_info(out, {**info, "stopped": {"epoch": epoch, "kept_epoch": kept, "reason": reason}})
+        rows_kept, _ = read_metrics(out)
+        results = build_results(net, rows_kept, kept)
+        write_results(out, {**results, "stopped": reason}, results_table(results))
+    else:
+        trainer.world.rank0_reports = True
     lr = trainer.cfg.lr
     raise TrainError(
         f"training stopped: {reason}", hint=(
@@ -246,13 +317,14 @@ def _refuse_existing(out: Path, state: str, resume: bool, quiet: bool) -> None:
         raise TrainError(f"run directory '{out}' already exists and is not empty", hint=hint)
 
 
-def _abandon_start(out: Path, lock, created: bool) -> None:
-    """After a failed fresh start: remove what it wrote, and the folder when this run created it."""
+def _abandon_start(out: Path, lock: RunLock) -> None:
+    """After a failed fresh start, still under `lock`: remove what it wrote, and the folder when the
+    lock created it."""
     try:
         if run_state(out) == "unfinished":
             clear_unfinished_start(out)
         lock.release()
-        if created:
+        if lock.created:
             out.rmdir()  # only when empty
     except OSError:
         pass  # best effort: a restart clears whatever is left

@@ -22,7 +22,8 @@ from partc.ir import Network
 from partc.run import state_dict_problem
 from partc.train.config import TrainConfig, build_optimizer, set_lr
 from partc.train.device import Runtime
-from partc.train.loop import Meter, TaskFeed, evaluate, fused_epoch, interleaved_epoch
+from partc.train.distributed import World, replicate
+from partc.train.loop import Meter, TaskFeed, evaluate_batches, fused_epoch, interleaved_epoch, summed
 from partc.train.sampling import TaskStream, interleaved_schedule, make_generator, steps_per_epoch, task_batch_sizes
 
 SPLITS = ("train", "val", "test")
@@ -86,16 +87,25 @@ def _load_over(model, state: dict[str, Any]) -> None:
     model.load_state_dict({**own, **state})
 
 
+def _batch_origin(batch: int, sampling: float, samples: int) -> str:
+    """How a task's batch came about, for messages."""
+    made = f"batch {batch}" if sampling == 1 else f"batch {batch} x sampling {sampling:g}"
+    return made if round(batch * sampling) <= samples else f"{made}, capped at its {samples} training samples"
+
+
 class Trainer:
     """One training session. With `growth` (partc extend) only the new tasks train and the base tasks'
     modules are frozen; every task is still evaluated. `initial_state` holds weights loaded over the
-    seeded initialisation before training starts (the base run's, for an extension)."""
+    seeded initialisation before training starts (the base run's, for an extension). In a `world` of
+    several processes each takes its share of every batch and steps the model through DDP."""
 
     def __init__(self, net: Network, cfg: TrainConfig, runtime: Runtime, datasets: dict[str, Any],
-                 growth=None, initial_state: dict[str, Any] | None = None):
+                 growth=None, initial_state: dict[str, Any] | None = None, world: World | None = None):
         from partc.compiler import compile_network
 
         self.net, self.cfg, self.runtime = net, cfg, runtime
+        self.world = world or World(device=runtime.device)
+        self.growth = growth
         self.tasks = list(net.tasks)  # evaluated
         self.train_tasks = [t for t in self.tasks if growth is None or t in growth.new_tasks]  # trained
         self.classes = {t: net.tasks[t].classes for t in self.tasks}
@@ -121,6 +131,8 @@ class Trainer:
         train = {t: as_tensors(datasets[t].train) for t in self.train_tasks}
         sizes = {t: int(train[t][1].shape[0]) for t in self.train_tasks}
         self.batch_sizes = task_batch_sizes(cfg.batch, {t: net.tasks[t].sampling for t in self.train_tasks}, sizes)
+        self.world.check_batches(self.batch_sizes, {t: _batch_origin(cfg.batch, net.tasks[t].sampling, sizes[t])
+                                                    for t in self.train_tasks})
         self.steps = steps_per_epoch(sizes, self.batch_sizes, cfg.epoch_policy)
         self.order_generator = make_generator(cfg.seed, "order")
         self.streams = {t: TaskStream(sizes[t], make_generator(cfg.seed, "shuffle", t)) for t in self.train_tasks}
@@ -128,8 +140,9 @@ class Trainer:
         self.feeds = {}
         for t in self.train_tasks:
             augment = datasets[t].augment_batch if getattr(datasets[t], "augment", False) else None
+            share = self.world.share(self.batch_sizes[t]) if self.world.distributed else None
             self.feeds[t] = TaskFeed(*train[t], self.batch_sizes[t], self.streams[t], augment,
-                                     self.augment_generators[t], runtime)
+                                     self.augment_generators[t], runtime, share)
         self.eval_data = {}
         for t in self.tasks:
             for split in ("val", "test"):
@@ -137,6 +150,7 @@ class Trainer:
                 if y.shape[0]:
                     self.eval_data[t, split] = tuple(runtime.place([x, y]))
         self.stats = data_stats({t: datasets[t] for t in self.tasks})
+        self.stepped = replicate(self.model, self.optimizers, self.world, cfg.mode, self.train_tasks)  # what the loop steps
 
     @property
     def steps_per_epoch_total(self) -> int:
@@ -146,19 +160,26 @@ class Trainer:
     def train_epoch(self, epoch_index: int, tick) -> dict[str, dict]:
         """Train one epoch (0-based index); the tasks' running train metrics."""
         set_lr(self.optimizers.values(), self.cfg, epoch_index)
+        self.world.seed_rank(self.cfg.seed, epoch_index)
         meters = {t: Meter(self.classes[t], self.runtime.device) for t in self.train_tasks}
         if self.cfg.mode == "fused":
-            fused_epoch(self.model, self.optimizers["all"], self.feeds, self.weights, self.steps, meters,
+            fused_epoch(self.stepped, self.optimizers["all"], self.feeds, self.weights, self.steps, meters,
                         self.runtime, tick)
         else:
             schedule = interleaved_schedule(self.train_tasks, self.steps, self.cfg.steps_per_task, self.order_generator)
-            interleaved_epoch(self.model, self.optimizers, self.feeds, self.weights, schedule, meters,
+            interleaved_epoch(self.stepped, self.optimizers, self.feeds, self.weights, schedule, meters,
                               self.runtime, tick)
+        self.world.sum_meters(meters)
+        self.world.sync_buffers(self.model)
         return {t: m.result() for t, m in meters.items()}
 
     def evaluate_one(self, key: tuple[str, str], x, y) -> dict:
-        """Loss/top1/top5/samples of one (task, split) of `eval_data`."""
-        return evaluate(self.model, key[0], x, y, self.classes[key[0]], self.runtime)
+        """Loss/top1/top5/samples of one (task, split) of `eval_data`; several processes share its batches."""
+        world, classes = self.world, self.classes[key[0]]
+        found = evaluate_batches(self.model, key[0], x, y, classes, self.runtime, rank=world.rank, size=world.size)
+        if world.distributed:
+            found = [row for rows in world.gather([(n, sums.cpu(), k) for n, sums, k in found]) for row in rows]
+        return summed(found, classes, self.runtime.device)
 
     # ---- checkpoint state ----
     def state_dict(self) -> dict[str, Any]:
