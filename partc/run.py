@@ -187,7 +187,8 @@ START_CHECKPOINTS = ("init.pt", "last.pt")
 
 def run_state(run_dir: str | Path) -> str:
     """What is at `run_dir`: "absent", "empty", "run" (run.json is there), "unfinished" (a start-up cut
-    short: nothing but spec.part and checkpoints/init.pt, last.pt, temp files), "file" or "other"."""
+    short: nothing but the lock file, spec.part, checkpoints/init.pt, last.pt and temp files), "file" or
+    "other"."""
     run = Path(run_dir)
     if not run.exists():
         return "absent"
@@ -195,8 +196,8 @@ def run_state(run_dir: str | Path) -> str:
         return "file"
     with file_system("read the folder", run):
         names = {p.name for p in run.iterdir() if p.name != LOCK_NAME and p not in temp_files(run)}
-        if not names:
-            return "empty"
+        if not names:  # a lock file alone: a start-up killed before its first write
+            return "unfinished" if (run / LOCK_NAME).exists() else "empty"
         if "run.json" in names:
             return "run"
         checkpoints = run_paths(run)["checkpoints"]

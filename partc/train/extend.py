@@ -35,7 +35,7 @@ from partc.ir import Network, Task
 from partc.language import ast, parse, read_spec
 from partc.language.printer import format_spec, group_text, layer_text, value_text
 from partc.layers import PRIMITIVES, module_path
-from partc.run import Growth, load_checkpoint, load_run_network, read_results, require_info, run_paths
+from partc.run import Growth, load_checkpoint, load_run_network, read_results, require_info, run_paths, run_state
 from partc.spec import loads
 
 
@@ -256,10 +256,13 @@ def extend(base_run: str | Path, grown_path: str | Path, out_dir: str | Path, *,
             return extend(base_run, grown_path, out_dir, epochs=epochs, device=device, mode=mode, data_root=data_root,
                           quiet=quiet, resume=resume, freeze=freeze, seed=seed, world=world)
     out = Path(out_dir)
+    if resume and world.main and run_state(out) == "unfinished":
+        resume = False  # its start-up was cut short before run.json: train() clears it and starts again
     extension = world.agreed(_plan_on_main, base_run, grown_path, out, freeze, resume, world)
-    shared = world.broadcast((extension.spec_text, extension.growth, extension.base_state) if world.main else None)
+    shared = world.broadcast((extension.spec_text, extension.growth, extension.base_state, resume)
+                             if world.main else None)
     net = world.agreed(lambda: extension.net if world.main else loads(shared[0], str(grown_path)))
-    if resume:
+    if shared[3]:
         return train(net, out, device=device, resume=True, epochs=epochs, mode=mode, data_root=data_root,
                      quiet=quiet, seed=seed, world=world)
     return train(net, out, device=device, epochs=epochs, mode=mode, data_root=data_root, quiet=quiet,
