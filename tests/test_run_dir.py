@@ -203,7 +203,7 @@ def test_threads_are_recorded_and_a_resume_with_others_says_it_is_not_exact(tmp_
     torch.set_num_threads(2)
     train(net, out, data=data, device="cpu", resume=True, epochs=2)  # no --threads: the run's own count
     assert torch.get_num_threads() == 1 and "bit-identical" not in capsys.readouterr().err
-    train(net, out, data=data, device="cpu", resume=True, epochs=3, threads=2)
+    train(net, out, data=data, device="cpu", resume=True, epochs=3, threads=2, quiet=True)  # warned even with -q
     err = capsys.readouterr().err
     assert "will not be bit-identical" in err and "it trained with 1 CPU thread(s), this resume uses 2" in err
     assert json.loads(run_paths(out)["info"].read_text())["threads"] == 2

@@ -105,7 +105,7 @@ def train(net: Network, out_dir: str | Path | None = None, *, device: str = "aut
             state, recorded = world.broadcast(opened)
             started = state is not None  # a resume: whatever fails, the run directory stays as it was
             if state is not None:
-                _resume_threads(recorded, threads, str(runtime.device), quiet)
+                _resume_threads(recorded, threads, str(runtime.device), quiet=not world.main)  # -q too
             else:
                 _set_threads(threads)
             asked = dict(epochs=epochs, mode=mode, seed=seed, data_root=data_root, data=data, growth=growth,
