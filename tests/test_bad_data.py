@@ -95,6 +95,9 @@ def test_missing_class_names_the_classes_the_data_has(tmp_path):
     e = refused(tmp_path, "4", 'npz("l.npz", classes=2)')
     assert "has no samples of class '0'" in e.message
     assert "the classes it has, with their sample counts: 5 (10), 6 (10), 7 (10)" in e.hint
+    np.savez(tmp_path / "none.npz", x=np.ones((0, 4)), y=np.zeros(0, np.int64))
+    e = refused(tmp_path, "4", 'npz("none.npz", classes=2)')
+    assert "holds no samples at all" in e.message and "none;" not in e.hint
 
 
 def _images(folder, values, dtype):

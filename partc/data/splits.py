@@ -182,6 +182,9 @@ def check_classes(y: np.ndarray, labels: list[str], spec: DataSpec, raw: RawData
     if not empty:
         return
     message = f"{spec.source} data ({raw.origin}) has no {what} of class '{empty[0]}'"
+    if before_split and len(raw.y) == 0:
+        raise DataError(f"{spec.source} data ({raw.origin}) holds no samples at all", spec.loc,
+                        "fill it with samples of every class the task asks for")
     if not before_split:
         raise DataError(message, spec.loc, "lower val=/test=, raise limit=, add samples of that class, or drop it")
     ids, counts = np.unique(raw.y, return_counts=True)
