@@ -207,16 +207,20 @@ def run_state(run_dir: str | Path) -> str:
     return "other"
 
 
-def clear_unfinished_start(run_dir: str | Path) -> None:
-    """Remove what a cut-short start-up wrote (`run_state` "unfinished"), so the run can start again."""
+def clear_unfinished_start(run_dir: str | Path) -> bool:
+    """Remove what a cut-short start-up wrote (`run_state` "unfinished"), so the run can start again;
+    whether there was anything (beside a lock file) to remove."""
     paths = run_paths(run_dir)
+    start = [paths["checkpoints"] / name for name in START_CHECKPOINTS] + [Path(run_dir) / n for n in START_FILES]
+    found = bool(temp_files(run_dir)) or paths["checkpoints"].is_dir() or any(p.exists() for p in start)
     remove_temp_files(run_dir)
-    for path in [paths["checkpoints"] / name for name in START_CHECKPOINTS] + [Path(run_dir) / n for n in START_FILES]:
+    for path in start:
         with file_system("remove", path):
             path.unlink(missing_ok=True)
     if paths["checkpoints"].is_dir():
         with file_system("remove the folder", paths["checkpoints"]):
             paths["checkpoints"].rmdir()
+    return found
 
 
 class RunLock:

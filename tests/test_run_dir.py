@@ -97,6 +97,9 @@ def test_an_unfinished_start_up_is_cleared_and_started_again(tmp_path, tiny, cap
     assert run_state(out) == "run" and not (out / ".lock").exists()
     assert (out / "spec.part").read_text() == net.source
     assert not [p for p in out.rglob(".*")], "temp files and the lock are gone"
+    fresh = tmp_path / "fresh"
+    train(net, fresh, data=data, device="cpu")  # its own lock file alone is no cut-short start-up
+    assert "cut short" not in capsys.readouterr().err
 
 
 # ---- the lock ----

@@ -302,10 +302,9 @@ def _refuse_at_a_glance(out: Path, resume: bool) -> None:
 def _refuse_existing(out: Path, state: str, resume: bool, quiet: bool) -> None:
     """A fresh start needs an absent or empty folder, or one whose start-up was cut short (cleared here)."""
     if state == "unfinished":
-        if not quiet:
+        if clear_unfinished_start(out) and not quiet:  # a lone lock file (ours, or a killed one's) needs no word
             print(f"{out}: its start-up was cut short before the first checkpoint; starting the run again",
                   file=sys.stderr)
-        clear_unfinished_start(out)
         return
     if resume and state in ("empty", "other"):
         raise CheckpointError(f"'{out}' is not a partc run (run.json is missing)",
