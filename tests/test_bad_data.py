@@ -3,7 +3,9 @@ would be valid (never a traceback, never a silent wrong run)."""
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from PIL import Image
 
 import partc
 from partc.data.load import load_task_data
-from partc.errors import DataError
+from partc.errors import DataError, SpecFileError
 
 
 def spec(input_shape: str, data: str) -> str:
@@ -98,6 +100,28 @@ def test_missing_class_names_the_classes_the_data_has(tmp_path):
     np.savez(tmp_path / "none.npz", x=np.ones((0, 4)), y=np.zeros(0, np.int64))
     e = refused(tmp_path, "4", 'npz("none.npz", classes=2)')
     assert "holds no samples at all" in e.message and "none;" not in e.hint
+
+
+def test_a_fifo_is_refused_not_read(tmp_path):
+    """A FIFO would block the reader until a writer comes (and /dev/zero never ends): refused unread."""
+    os.mkfifo(tmp_path / "pipe.npz")
+    os.mkfifo(tmp_path / "pipe.part")
+
+    def unblock():  # were they opened after all, a writer that closes at once ends the read (and the test)
+        for name in ("pipe.npz", "pipe.part"):
+            try:
+                os.close(os.open(tmp_path / name, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass  # no reader: as it should be
+
+    timer = threading.Timer(5, unblock)
+    timer.start()
+    try:
+        assert "pipe.npz' is a FIFO (named pipe), not a file" in refused(tmp_path, "4", 'npz("pipe.npz", classes=2)').message
+        with pytest.raises(SpecFileError, match=r"pipe\.part' is a FIFO \(named pipe\), not a spec file"):
+            partc.load(tmp_path / "pipe.part")
+    finally:
+        timer.cancel()
 
 
 def _images(folder, values, dtype):

@@ -22,6 +22,7 @@ import numpy as np
 
 from partc.data.identity import content_identities, index_identities
 from partc.errors import DataError, Location, exception_text
+from partc.values import special_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 NPZ_HINT = "save it with numpy.savez(FILE, x=samples, y=labels), optionally with x_test=..., y_test=..., labels=names"
@@ -144,6 +145,9 @@ def read_npz(file_arg: str, bases: list[Path], loc: Location | None) -> RawData:
 
 def _check_npz_kind(path: Path, loc: Location | None) -> None:
     """An .npz is a zip archive: say what the file is instead when it is not one."""
+    special = special_file(path)
+    if special:
+        raise DataError(f"npz file '{path}' is {special}, not a file", loc, NPZ_HINT)
     try:
         with open(path, "rb") as f:
             head = f.read(64)

@@ -19,6 +19,7 @@ import lark
 from lark import Lark
 
 from partc.errors import Location, SpecFileError
+from partc.values import special_file
 
 
 def grammar_path() -> Path:
@@ -95,6 +96,9 @@ def read_spec(path: str | Path) -> str:
         raise SpecFileError(f"spec file '{path}' does not exist", hint="check the path; specs end in .part")
     if p.is_dir():
         raise SpecFileError(f"'{path}' is a directory, not a spec file", hint="name a .part file inside it")
+    special = special_file(p)
+    if special:
+        raise SpecFileError(f"'{path}' is {special}, not a spec file", hint="save the spec to a file and name that")
     try:
         data = p.read_bytes()
     except OSError as e:
