@@ -223,7 +223,7 @@ def read_image_folder(folder: Path, height: int, width: int, mode: str,
     folder holding sub-folders is refused rather than read in part: their
     images would be silently left out (docs: the data stage).
     """
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     entries = sorted(folder.iterdir())
     nested = [p.name for p in entries if p.is_dir() and not p.name.startswith(".")]
@@ -244,7 +244,10 @@ def read_image_folder(folder: Path, height: int, width: int, mode: str,
             with Image.open(io.BytesIO(contents[-1])) as image:
                 images.append(_pixels(image, height, width, mode, file, loc))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            raise DataError(f"cannot read image '{file}' ({exception_text(e, 160)})", loc,
+            # Pillow names the in-memory stream it was given ("<_io.BytesIO object at 0x...>"), not the file
+            why = ("not an image Pillow recognises: damaged, or of another format" if isinstance(e, UnidentifiedImageError)
+                   else exception_text(e, 160))
+            raise DataError(f"cannot read image '{file}' ({why})", loc,
                             "replace or delete the file; only images belong in class folders") from None
     if any(im.dtype != np.uint8 for im in images):
         images = [im.astype(np.float32) / 255 if im.dtype == np.uint8 else im for im in images]
