@@ -272,14 +272,18 @@ def _stop_if_not_finite(out: Path, net: Network, trainer: Trainer, epoch: int, r
     kept = epoch - 1
     what = "NaN" if math.isnan(bad["loss"]) else "infinite"
     reason = f"the {bad['split']} loss of task '{bad['task']}' was {what} in epoch {epoch}"
-    if trainer.world.main:  # every rank sees the same summed rows and stops; rank 0 writes
-        info = require_info(out)
-        write_info(out, {**info, "stopped": {"epoch": epoch, "kept_epoch": kept, "reason": reason}})
-        rows_kept, _ = read_metrics(out)
-        results = build_results(net, rows_kept, kept)
-        write_results(out, {**results, "stopped": reason}, results_table(results))
-    else:
-        trainer.world.rank0_reports = True
+    world = trainer.world  # every rank sees the same summed rows and stops; rank 0 writes, and prints
+    try:
+        if world.main:
+            info = require_info(out)
+            write_info(out, {**info, "stopped": {"epoch": epoch, "kept_epoch": kept, "reason": reason}})
+            rows_kept, _ = read_metrics(out)
+            results = build_results(net, rows_kept, kept)
+            write_results(out, {**results, "stopped": reason}, results_table(results))
+        else:
+            world.rank0_reports = True
+    finally:
+        world.barrier()  # the others stop only after rank 0's writes: torchrun ends the group at the first exit
     lr = trainer.cfg.lr
     raise TrainError(
         f"training stopped: {reason}", hint=(
