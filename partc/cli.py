@@ -1,7 +1,9 @@
 """The `partc` command: a thin layer over the pipeline's entry points.
 
-Every user error is a `PartError`: printed, exit code 2, no traceback.
-Anything else escaping a command is a bug in partc and keeps its traceback.
+Every user error is a `PartError`: printed, exit code 2, no traceback; so
+is an `OSError` (a full disk, a read-only or missing output folder) that a
+stage let through, named by its path. Anything else escaping a command is
+a bug in partc and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import sys
 from partc.errors import EXIT_USER_ERROR, PartError
 from partc.version import __version__
 
+MAX_WARNINGS_SHOWN = 20
+
 
 def cmd_check(args: argparse.Namespace) -> int:
     import partc
+    from partc.errors import raise_collected
     from partc.ir_text import dump
     from partc.summary import summary
 
@@ -26,6 +31,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         sys.stdout.write(dump(net) if args.dump else summary(net) + "\n" + describe_extension(extension))
         return 0
     net = partc.load(args.spec)
+    if net.warnings and args.strict:
+        raise_collected([w.as_error() for w in net.warnings], limit=MAX_WARNINGS_SHOWN)
+    for warning in net.warnings[:MAX_WARNINGS_SHOWN]:
+        print(warning.render(), file=sys.stderr)
+    if len(net.warnings) > MAX_WARNINGS_SHOWN:
+        print(f"... and {len(net.warnings) - MAX_WARNINGS_SHOWN} more warnings", file=sys.stderr)
     sys.stdout.write(dump(net) if args.dump else summary(net))
     return 0
 
@@ -52,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dump", action="store_true", help="print the IR graph, a line per node and edge")
     p.add_argument("--base", metavar="BASE_RUN", help="check a grown spec against a trained run: the routes and "
                    "frozen segments 'partc extend' would use")
+    p.add_argument("--strict", action="store_true",
+                   help="treat warnings (unused segments, inputs or templates, identical routes, ...) as errors")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("graph", help="draw the network with each task's path (DOT, or SVG/PNG via Graphviz)")
@@ -86,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except PartError as e:
         print(e.render(), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:  # a file system refusing an output the stage did not name itself: still the user's to fix
+        from partc.run import fs_error
+
+        print(fs_error("write or read", e.filename, e).render(), file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from partc.errors import TrainError
 
@@ -63,21 +63,12 @@ SMALL_LAYER_BYTES = 256 * 1024
 
 @dataclass(frozen=True)
 class CpuThreads:
-    """The CPU thread settings of a process and why (recorded in a run's run.json)."""
+    """The CPU thread settings of a process and why (benchmarks print them)."""
 
     threads: int
-    chosen_by: str  # "--threads", "OMP_NUM_THREADS", "the run's own (resumed)", or the rule that decided it
+    chosen_by: str  # "--threads", "OMP_NUM_THREADS", or the rule that decided it
     wait: str  # the OpenMP wait settings in force, e.g. "OMP_WAIT_POLICY=PASSIVE (set by partc)"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def current(cls, chosen_by: str = "the calling program") -> CpuThreads:
-        """This process's settings as they stand (for `partc.train.train` called from Python)."""
-        import torch
-
-        return cls(torch.get_num_threads(), chosen_by, _wait_text() or "OpenMP's default")
 
 
 def choose_threads(requested: int | None = None, *, chosen_by: str = "--threads", cpus: int | None = None,
@@ -87,8 +78,8 @@ def choose_threads(requested: int | None = None, *, chosen_by: str = "--threads"
     may use, shared out among the processes torchrun starts on this machine (LOCAL_WORLD_SIZE).
 
     Never the load: the thread count changes a CPU run's floating-point sums, and the same command
-    should train the same weights whatever else the machine is doing (a run records its count and
-    resumes with it).
+    should train the same weights whatever else the machine is doing (run.json records the count and
+    a resumed run takes it, `partc.train.runner`).
     """
     if requested is not None:
         return requested, chosen_by

@@ -10,8 +10,15 @@ Anything that is not a `PartError` reaching the CLI is a bug in partc.
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+# What `render` shows at most: a source line longer than SOURCE_WIDTH is cut to a window around the
+# caret, and a message or hint longer than TEXT_WIDTH loses its middle (a spec can hold lines and
+# values megabytes long, and a terminal is no place for them).
+SOURCE_WIDTH = 100
+TEXT_WIDTH = 600
 
 
 @dataclass(frozen=True)
@@ -44,20 +51,66 @@ class PartError(Exception):
 
     def render(self) -> str:
         prefix = f"{self.loc}: " if self.loc else ""
-        lines = [f"{prefix}{self.kind}: {self.message}"]
+        lines = [f"{prefix}{self.kind}: {shown_text(self.message)}"]
         if self.loc and self.loc.source_line is not None:
-            text = self.loc.source_line.rstrip("\r\n").expandtabs(1)
-            lines.append(f"    {text}")
             width = 1
             if self.loc.end_column and self.loc.end_column > self.loc.column:
                 width = self.loc.end_column - self.loc.column
-            lines.append("    " + " " * (self.loc.column - 1) + "^" * width)
+            text, column, width = source_window(self.loc.source_line, self.loc.column, width)
+            lines.append(f"    {text}")
+            lines.append("    " + " " * (column - 1) + "^" * width)
         if self.hint:
-            lines.append(f"hint: {self.hint}")
+            lines.append(f"hint: {shown_text(self.hint)}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.render()
+
+
+def printable(text: str) -> str:
+    """`text` with control and format characters (terminal escapes, NUL, bidi marks) shown as '?', one each."""
+    if text.isprintable():
+        return text
+    return "".join("?" if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") and ch != "\n" else ch for ch in text)
+
+
+def shown_text(text: str, limit: int = TEXT_WIDTH) -> str:
+    """A message or hint as printed: printable, and at most `limit` characters (the middle elided)."""
+    text = printable(text)
+    if len(text) <= limit:
+        return text
+    keep = (limit - 5) // 2
+    return f"{text[:keep]} ... {text[-keep:]}"
+
+
+def source_window(line: str, column: int, width: int) -> tuple[str, int, int]:
+    """(text, caret column, caret width) of a source line as shown: a window of it around the caret."""
+    text = printable(line.rstrip("\r\n").expandtabs(1))
+    column = max(1, min(column, len(text) + 1))
+    if len(text) <= SOURCE_WIDTH:
+        return text, column, width
+    width = max(1, min(width, SOURCE_WIDTH - 10))
+    start = max(0, min(column - 1 - (SOURCE_WIDTH - width) // 2, len(text) - SOURCE_WIDTH))
+    end = start + SOURCE_WIDTH
+    head, tail = ("... " if start > 0 else ""), (" ..." if end < len(text) else "")
+    return head + text[start:end] + tail, column - start + len(head), width
+
+
+def exception_text(e: BaseException, limit: int = 300) -> str:
+    """`Type: what it says` of a library's exception, for a message: its first lines that name the problem.
+
+    Never empty and never an IndexError (`str(e)` can be ''), and a header line such as torch's
+    "Error(s) in loading state_dict for PartModel:" keeps the line after it, which names the key.
+    """
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if text.endswith(":") and len(lines) > 1:
+        text = f"{text} {lines[1]}"
+        if len(lines) > 2:
+            text += f" (and {len(lines) - 2} more)"
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 class SpecSyntaxError(PartError):
@@ -84,6 +137,18 @@ class ArgumentError(SpecError):
         self.param = param
 
 
+class SpecWarning(PartError):
+    """A spec that checks but most likely does not say what was meant: printed by `partc check`, never raised.
+
+    `partc check --strict` turns every warning into an error (`as_error`).
+    """
+
+    kind = "warning"
+
+    def as_error(self) -> SpecError:
+        return SpecError(self.message, self.loc, self.hint)
+
+
 class SpecFileError(PartError):
     """The spec file cannot be read (missing, not UTF-8)."""
 
@@ -94,6 +159,11 @@ class DataError(PartError):
 
 class CheckpointError(PartError):
     """A checkpoint or run directory is missing, corrupt or of another spec."""
+
+
+class RunDirError(PartError):
+    """A run directory (or another output folder) cannot be written or read: a file in the way, no permission,
+    a full or read-only disk, or another partc process writing it."""
 
 
 class TrainError(PartError):
@@ -150,9 +220,9 @@ def raise_collected(errors: list[PartError], limit: int = 10) -> None:
     raise ErrorGroup(errors[:limit])
 
 
-def closest(name: str, candidates: Iterable[str]) -> str | None:
+def closest(name: str, candidates: Iterable[str], cutoff: float = 0.6) -> str | None:
     """The candidate a misspelt `name` most likely meant, if any is close."""
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=cutoff)
     return close[0] if close else None
 
 

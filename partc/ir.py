@@ -26,7 +26,7 @@ from typing import Any
 
 import networkx as nx
 
-from partc.errors import Location
+from partc.errors import Location, SpecWarning
 from partc.layers import PRIMITIVES
 
 
@@ -224,6 +224,7 @@ class Network:
     constraints: list[Constraint] = field(default_factory=list)
     train: dict[str, Any] = field(default_factory=dict)
     graph: nx.DiGraph = field(default_factory=nx.DiGraph)
+    warnings: list[SpecWarning] = field(default_factory=list)  # located, in source order (`find_warnings`)
 
     def matches_hash(self, recorded: str | None) -> bool:
         """A run or checkpoint records one of this network's hashes (older partc recorded the text's)."""

@@ -19,6 +19,7 @@ shape the spec, not the network).
       stem / head layer: [in] -> [out], P params
     constraint share|private TASKS at LEVELS
     train SETTING=VALUE ...
+    warning LINE:COLUMN: MESSAGE (`find_warnings`)
     node / edge lines of the graph
 """
 
@@ -86,6 +87,9 @@ def _lines(net: Network, *, meaning_only: bool) -> list[str]:
             lines.append(f"constraint {c.kind} {', '.join(c.tasks)} at {', '.join(c.levels)}")
     settings = " ".join(f"{k}={value_text(v, written)}" for k, v in sorted(net.train.items()))
     lines.append(f"train {settings}".rstrip())
+    if not meaning_only:
+        lines += [f"warning {w.loc.line}:{w.loc.column}: {w.message}" if w.loc else f"warning: {w.message}"
+                  for w in net.warnings]
     if not meaning_only and net.graph.number_of_nodes():
         lines += _graph_lines(net)
     return lines

@@ -46,6 +46,17 @@ def expect(request):
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models train fastest on one torch thread, and on a busy machine far faster."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def in_root(monkeypatch):
     """Run the test from the repository root, so spec paths print relative."""
     monkeypatch.chdir(ROOT)

@@ -140,6 +140,23 @@ def test_generated_code_for_uncommon_layers_and_templates(tmp_path):
             assert_rel_close(generated(x, task=name), model(x, task=name), 1e-6, name)
 
 
+def test_keyword_network_and_template_names_become_valid_class_names(tmp_path):
+    """`None`, `True`, `False` stay keywords in CamelCase: the classes get a trailing underscore."""
+    net = partc.loads("""network None {
+  input x: float[1, 6, 6]
+  segment True(c) { conv(c, pad=1); relu }
+  level l1 = 2 x True(4) then avgpool
+  task a { data synthetic(classes=2) path random(1) }
+}""", "kw.part")
+    (path,) = [p for p in generate(net, tmp_path) if p.name == "model.py"]
+    source = path.read_text()
+    assert "class None_(nn.Module)" in source and "class True_(nn.Sequential)" in source
+    model = partc.compile(net).eval()
+    x = torch.randn(2, 1, 6, 6)
+    with torch.no_grad():
+        assert_rel_close(load_generated(path, model)(x, task="a"), model(x, task="a"), 1e-6, "a")
+
+
 def test_generated_files_do_not_depend_on_where_the_spec_lives(tmp_path):
     spec = next(p for p in SPECS if p.stem == "mixed_inputs")
     outputs = []

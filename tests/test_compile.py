@@ -171,15 +171,6 @@ BN_SPEC = """network bn {
 """
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny batches: one thread is fastest, and on a busy machine many times faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _train_copy(net, model, batchnorm="per_task"):
     """A fresh model with `model`'s state, in train mode with dropout off (so outputs are deterministic)."""
     copy = partc.compile(net)

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from partc.devices import SMALL_LAYER_BYTES, choose_threads
 from tests.train_specs import TINY
 
@@ -33,40 +31,41 @@ def test_threads_are_asked_for_else_the_users_else_one_for_small_layers_else_the
     assert choose_threads(2, cpus=8) == (2, "--threads")  # the flag over the variable
 
 
-def _train(tmp_path: Path, out: str, *extra: str, env: dict[str, str] | None = None) -> dict:
-    """`python -m partc train` of TINY (1 epoch unless `extra` says) in a fresh process; its run.json."""
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in USER_SETTINGS}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return {**env, **extra}
+
+
+PROBE = ("import os, sys\n"
+         "from partc.devices import configure_cpu\n"
+         "cpu = configure_cpu(layer_bytes=float(sys.argv[1]))\n"
+         "import torch\n"
+         "print(cpu.threads, torch.get_num_threads(), os.environ.get('OMP_WAIT_POLICY'), '|', cpu.wait)")
+
+
+def _probe(layer_bytes: float, **env: str) -> str:
+    done = subprocess.run([sys.executable, "-c", PROBE, str(layer_bytes)], cwd=ROOT, env=_clean_env(**env),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_wait_policy_is_set_before_torch_loads_unless_the_user_set_one():
+    assert _probe(1024) == "1 1 PASSIVE | OMP_WAIT_POLICY=PASSIVE (set by partc)"
+    assert _probe(1e9, GOMP_SPINCOUNT="1000").endswith("None | GOMP_SPINCOUNT=1000 (the user's)")
+    assert _probe(1024, OMP_WAIT_POLICY="ACTIVE", OMP_NUM_THREADS="2") == (
+        "2 2 ACTIVE | OMP_WAIT_POLICY=ACTIVE (the user's)")
+
+
+def test_partc_train_trains_a_network_of_small_layers_with_one_thread(tmp_path):
+    """TINY's layers are small (11 KiB per task and call): one thread, recorded in run.json, unless asked."""
     spec = tmp_path / "tiny.part"
     spec.write_text(TINY.replace("epochs 3", "epochs 1"))
-    clean = {k: v for k, v in os.environ.items() if k not in USER_SETTINGS}
-    clean["PYTHONPATH"] = os.pathsep.join([str(ROOT), clean.get("PYTHONPATH", "")])
-    done = subprocess.run([sys.executable, "-m", "partc", "train", str(spec), "--out", str(tmp_path / out),
-                           "--device", "cpu", "-q", *extra], cwd=ROOT, env={**clean, **(env or {})},
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return json.loads((tmp_path / out / "run.json").read_text())["cpu"]
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("threads")
-    return tmp, {"default": _train(tmp, "default"),
-                 "user": _train(tmp, "user", "--threads", "2", env={"GOMP_SPINCOUNT": "1000"})}
-
-
-def test_partc_train_sets_its_defaults_before_torch_and_records_them(runs):
-    _, cpu = runs  # TINY's layers are small: one thread
-    assert cpu["default"] == {"threads": 1, "chosen_by": "small layers (11 KiB per task and call < 256 KiB)",
-                              "wait": "OMP_WAIT_POLICY=PASSIVE (set by partc)"}
-
-
-def test_what_the_user_set_is_kept(runs):
-    _, cpu = runs
-    assert cpu["user"] == {"threads": 2, "chosen_by": "--threads", "wait": "GOMP_SPINCOUNT=1000 (the user's)"}
-
-
-def test_a_resumed_run_keeps_its_thread_count(runs):
-    """The thread count changes a CPU run's sums: a run started with --threads 2 resumes with two threads
-    (the default for this spec would be one)."""
-    tmp, _ = runs
-    resumed = _train(tmp, "user", "--resume", "--epochs", "2")
-    assert resumed == {"threads": 2, "chosen_by": "the run's own (resumed)", "wait": "OMP_WAIT_POLICY=PASSIVE (set by partc)"}
+    for out, extra in (("default", []), ("two", ["--threads", "2"])):
+        done = subprocess.run([sys.executable, "-m", "partc", "train", str(spec), "--out", str(tmp_path / out),
+                               "--device", "cpu", "-q", *extra], cwd=ROOT, env=_clean_env(), capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "default" / "run.json").read_text())["threads"] == 1
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["threads"] == 2

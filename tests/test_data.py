@@ -404,7 +404,8 @@ def test_folder_errors(tmp_path):
     assert "no class 'zebra'" in err.message and "cat, dog, eel" in err.hint
     (root / "dog" / "broken.png").write_bytes(b"not a png")
     err = _expect_data_error(make_spec(tmp_path, task("a", 'folder("imgs", classes=["dog"])'), "3, 8, 8"))
-    assert f"cannot read image '{root / 'dog' / 'broken.png'}'" in err.message
+    assert f"cannot read image '{root / 'dog' / 'broken.png'}' (not an image Pillow recognises" in err.message
+    assert "BytesIO" not in err.message  # Pillow's name for the stream, not the user's file
     err = _expect_data_error(make_spec(tmp_path, task("a", 'folder("pics", classes=2)'), "3, 8, 8"))
     assert "image folder 'pics' not found" in err.message
 

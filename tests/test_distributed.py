@@ -31,7 +31,7 @@ import partc
 from partc.cli import build_parser
 from partc.data.augment import augment_batch, perspective_batch
 from partc.errors import TrainError
-from partc.run import load_checkpoint, read_info, read_metrics, run_paths
+from partc.run import load_checkpoint, lock_run, read_info, read_metrics, run_paths
 from partc.train import train
 from partc.train.cli import worker_argv
 from partc.train.distributed import World
@@ -254,6 +254,22 @@ def test_ranks_with_different_specs_stop_before_writing(spec, tmp_path):
     assert [code for code, _ in results] == [2, 2], results
     assert "rank 1 has another spec hash than rank 0" in results[0][1]
     assert not out.exists()
+
+
+def test_a_nan_loss_and_a_held_lock_stop_every_rank_with_one_message(tmp_path):
+    """Rank 0 records the stop (run.json, results) before any rank exits; a held lock stops every rank."""
+    diverging = tmp_path / "nan.part"
+    diverging.write_text(SPEC.replace("adam(lr=0.01)", "sgd(lr=1e30)"), encoding="utf-8")
+    out = tmp_path / "run"
+    code, err = run([sys.executable, "-m", "partc", *partc_train(diverging, out, "--nproc", "2")])
+    assert code == 2 and err.count("error: training stopped: the train loss of task") == 1, err
+    info, problems = read_info(out)
+    assert not problems and info["world_size"] == 2 and info["stopped"]["kept_epoch"] == 0
+    assert json.loads(run_paths(out)["results"].read_text())["stopped"] == info["stopped"]["reason"]
+    with lock_run(out):
+        code, err = run([sys.executable, "-m", "partc", *partc_train(diverging, out, "--resume", "--nproc", "2")])
+    assert code == 2 and err.count(f"run directory '{out}' is in use by another partc process (pid ") == 1, err
+    assert "Traceback" not in err and read_info(out)[0] == info
 
 
 def test_an_unreachable_rendezvous_is_a_clear_error(spec, tmp_path):

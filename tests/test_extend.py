@@ -232,7 +232,7 @@ def test_bad_base_runs_and_outputs(base_run, tmp_path):
         extend(unfinished, grown, tmp_path / "out")
     assert "--resume" in e.value.hint
     run_paths(unfinished)["last"].write_bytes(b"")
-    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+    with pytest.raises(CheckpointError, match=r"last\.pt' is empty \(0 bytes\)"):
         extend(unfinished, grown, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -268,6 +268,20 @@ def test_sigkill_during_extend_then_resume_gives_the_uninterrupted_result(base_r
     a = load_checkpoint(run_paths(straight)["last"])["model"]
     b = load_checkpoint(run_paths(killed)["last"])["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("step", [1, 3])  # 1: before any write (the lock file alone); 3: spec.part, no run.json
+def test_extend_killed_during_start_up_resumes_to_the_uninterrupted_run(base_run, extended, tmp_path, step):
+    """`partc extend --resume` of an extension killed before run.json starts it again (it is no run yet)."""
+    out = tmp_path / "cut"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PARTC_TEST_KILL_AT=str(step))
+    killed = subprocess.run([sys.executable, "-m", "partc", "extend", str(base_run), str(base_run.parent / "grown.part"),
+                             "--out", str(out), "--device", "cpu", "-q"], env=env, capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL and not run_paths(out)["info"].exists()
+    extend(base_run, base_run.parent / "grown.part", out, device="cpu", quiet=True, resume=True)
+    resumed, straight = (load_checkpoint(run_paths(r)["last"])["model"] for r in (out, extended))
+    assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in straight)
+    assert json.loads(run_paths(out)["info"].read_text())["extend"]["new_tasks"] == ["c", "d"]
 
 
 def test_the_report_marks_inherited_and_new_segments(base_run, extended, tmp_path):

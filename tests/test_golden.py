@@ -25,9 +25,11 @@ GOLDEN = ROOT / "tests" / "golden"
 
 
 def _cli_output(argv, capsys) -> str:
+    """stdout of a command; its stderr must be the spec's warnings, rendered, and nothing else."""
     assert main(argv) == 0
     out, err = capsys.readouterr()
-    assert err == ""
+    warnings = partc.load(argv[-1]).warnings
+    assert err == "".join(w.render() + "\n" for w in warnings)
     return out
 
 

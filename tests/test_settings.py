@@ -65,7 +65,7 @@ def test_a_checked_spec_is_never_refused_by_training(train_lines, options):
     from partc.data.load import _options  # the loader's own validation of a task's options
 
     task = net.tasks["a"]
-    _options(task.data, net.inputs[task.input].shape)
+    _options(task.data, net.inputs[task.input].shape, task.classes)
 
 
 @pytest.mark.parametrize("optimizer, message, at", [

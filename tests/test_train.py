@@ -344,7 +344,7 @@ def test_fresh_run_refuses_a_non_empty_directory(tmp_path, tiny):
     (tmp_path / "run" / "notes.txt").write_text("mine")
     with pytest.raises(TrainError, match="not empty") as e:
         run(tmp_path, net, data, epochs=1)
-    assert "--resume" in e.value.hint
+    assert "another --out" in e.value.hint  # not --resume: the folder holds no run
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["notes.txt"]
 
 

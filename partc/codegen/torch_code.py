@@ -55,8 +55,8 @@ def py_name(name: str, taken: set[str] = RESERVED) -> str:
 def class_name(name: str) -> str:
     """snake_case or any NAME -> CamelCase (`res_block` -> `ResBlock`)."""
     parts = [p for p in re.split(r"_+", name) if p]
-    camel = "".join(p[:1].upper() + p[1:] for p in parts)
-    return camel or "Segment"
+    camel = "".join(p[:1].upper() + p[1:] for p in parts) or "Segment"
+    return camel + "_" if keyword.iskeyword(camel) else camel  # `None`, `True`, `False`
 
 
 def layer_code(layer: Layer, args: dict[str, Any], width: Any, shape: Any, tasks: str = TASKS_ARG) -> str:

@@ -14,7 +14,7 @@ from math import prod
 from typing import Any
 
 from partc.errors import ClassesError
-from partc.values import is_int, is_number
+from partc.values import byte_text, is_int, is_number
 
 CIFAR10_LABELS = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -39,6 +39,14 @@ COMMON_OPTIONS = {
     "normalize": "true (default): per-task mean/std normalisation",
     "limit": "use at most this many training samples (quick runs)",
     "label_noise": "this fraction of each class's training labels replaced by another class (studies; default 0)",
+}
+
+# Options only some sources take (`Source.options` names them).
+SOURCE_OPTIONS = {
+    "size": "folder: the images' [height, width] in pixels (default: the input's)",
+    "samples": "synthetic: how many samples (default 200 per class)",
+    "seed": "synthetic: the generator's seed (default: derived from the network's seed and the task)",
+    "noise": "synthetic: standard deviation of the noise on each class prototype (default 1.0)",
 }
 
 # Defaults the loaders use for options a spec leaves out.
@@ -72,6 +80,31 @@ def check_option(name: str, value: Any) -> str | None:
     if rule is None or rule[0](value):
         return None
     return f"option {name}= must be {rule[1]}"
+
+
+SYNTHETIC_SAMPLES_PER_CLASS = 200  # synthetic data's default samples= is this times its classes
+MAX_SYNTHETIC_BYTES = 8 * 2**30  # what generated samples may take in memory, as float32
+
+
+def check_size(source: Source, options: dict[str, Any], input_shape: tuple[int, ...], classes: int
+               ) -> tuple[str, str, str] | None:
+    """What a source would generate, within reason: None, or (option at fault, problem, hint).
+
+    Only synthetic data's size is known before it is read: samples (default
+    200 per class) times the input's elements, as float32.
+    """
+    if source.name != "synthetic" or classes < 1:
+        return None
+    samples = options.get("samples", SYNTHETIC_SAMPLES_PER_CLASS * classes)
+    if samples < classes:
+        return ("samples", f"synthetic data needs at least one sample per class: samples={samples} < {classes} classes",
+                f"use samples={SYNTHETIC_SAMPLES_PER_CLASS * classes} (the default)")
+    size = samples * prod(input_shape) * 4
+    if size > MAX_SYNTHETIC_BYTES:
+        return ("samples", f"{samples:,} synthetic samples of shape {list(input_shape)} would take {byte_text(size)}, "
+                f"more than partc generates ({byte_text(MAX_SYNTHETIC_BYTES)})",
+                "ask for fewer samples=..., or fewer classes (the default is 200 samples per class)")
+    return None
 
 
 def check_combination(source: Source, options: dict[str, Any], input_shape: tuple[int, ...]) -> tuple[str, str, str] | None:

@@ -41,7 +41,7 @@ import torch
 from partc.data.augment import PERSPECTIVE_P
 from partc.data.augment import augment_batch as _augment_batch
 from partc.data.augment import perspective_batch as _perspective_batch
-from partc.data.catalog import OPTION_DEFAULTS, SOURCES, check_combination, check_option
+from partc.data.catalog import OPTION_DEFAULTS, SOURCES, check_combination, check_option, check_size
 from partc.data.noise import noisy_labels
 from partc.data.normalise import channel_stats, normalise
 from partc.data.raw import RawData
@@ -192,12 +192,12 @@ class _Loader:
         if spec is None:
             raise DataError(f"task '{name}' has no data", task.loc, "add e.g. 'data digits(classes=[0, 1])'")
         shape = tuple(self.net.inputs[task.input].shape)
-        opts = _options(spec, shape)
+        opts = _options(spec, shape, task.classes)
         raw = self.reader.read(task, spec, opts, shape)
         _check_shape(raw.x.shape[1:], shape, task, spec)
         ids, labels = class_ids(task, raw.names, spec)
         _, y = select_classes(raw.y, ids)
-        check_classes(y, labels, spec, raw, "samples")
+        check_classes(y, labels, spec, raw, "samples", before_split=True)
         if raw.x_test is not None and "test" in spec.args:  # an npz file with x_test (the check refuses CIFAR's)
             raise DataError(f"{spec.source} data has its own test split, so test= does not apply", spec.loc,
                             "drop test=...; val= takes the validation part from the training split")
@@ -225,25 +225,42 @@ class _Loader:
         return self.plans[name]
 
 
-def _options(spec: DataSpec, shape: tuple[int, ...]) -> dict[str, Any]:
+def _options(spec: DataSpec, shape: tuple[int, ...], classes: int) -> dict[str, Any]:
     """The task's data options with defaults, checked by the catalog's rules (networks not made by `partc check`)."""
     for key, value in spec.args.items():
         problem = check_option(key, value)
         if problem:
             raise DataError(f"data source '{spec.source}': {problem}, got {value_text(value)}", spec.loc)
-    combination = check_combination(SOURCES[spec.source], spec.args, shape)
-    if combination is not None:
-        raise DataError(f"data source '{spec.source}': {combination[1]}", spec.loc, combination[2])
+    for rule in (check_combination(SOURCES[spec.source], spec.args, shape),
+                 check_size(SOURCES[spec.source], spec.args, shape, classes)):
+        if rule is not None:
+            raise DataError(f"data source '{spec.source}': {rule[1]}", spec.loc, rule[2])
     return OPTION_DEFAULTS | spec.args
 
 
 def _check_shape(got: tuple[int, ...], want: tuple[int, ...], task: Task, spec: DataSpec) -> None:
-    if got == want or (len(want) == 1 and int(np.prod(got)) == want[0]):
+    """Samples fit an input of their own shape, a flat input of as many values, or (H, W) a grey [1, H, W]."""
+    if got == want or (len(want) == 1 and int(np.prod(got)) == want[0]) or want == (1, *got):
         return
     raise DataError(
         f"{spec.source} samples have shape {shape_text(got)}, but task '{task.name}' reads input '{task.input}' "
-        f"of shape {shape_text(want)}", spec.loc,
-        f"declare the input as float{shape_text(got)} (or float[{int(np.prod(got))}] to flatten), or give the data that shape")
+        f"of shape {shape_text(want)}", spec.loc, _shape_hint(got))
+
+
+def _shape_hint(got: tuple[int, ...]) -> str:
+    """Inputs these samples fit that partc's layers take (ranks 1 to 3), and how to store the data otherwise."""
+    flat = f"float[{int(np.prod(got))}]"
+    if len(got) == 1:
+        return f"declare the input as {flat}"
+    if len(got) == 2:
+        return f"declare the input as float[1, {got[0]}, {got[1]}] (grey images) or {flat} (flattened)"
+    if len(got) == 3:
+        hint = f"declare the input as float{shape_text(got)} or {flat} (flattened)"
+        if got[-1] in (1, 3, 4) and got[0] not in (1, 3, 4):
+            hint += (f"; these look like channels-last images: store them as (n, {got[2]}, {got[0]}, {got[1]}) "
+                     "with x.transpose(0, 3, 1, 2) for an image input")
+        return hint
+    return f"declare the input as {flat} (flattened): partc's layers take inputs of rank 1 to 3, these are rank {len(got)}"
 
 
 def _gather(raw: RawData, x: np.ndarray, pos: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from partc.data.identity import content_identities, index_identities
-from partc.errors import DataError, Location
+from partc.errors import DataError, Location, exception_text
+from partc.values import special_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 NPZ_HINT = "save it with numpy.savez(FILE, x=samples, y=labels), optionally with x_test=..., y_test=..., labels=names"
@@ -50,15 +51,21 @@ class RawData:
 
 def resolve_path(value: str, bases: list[Path]) -> tuple[Path | None, list[Path]]:
     """The first existing `base / value` (or `value` itself when absolute), and every path tried."""
-    path = Path(value).expanduser()
+    try:
+        path = Path(value).expanduser()
+    except (RuntimeError, ValueError):  # "~nobody/x": no such user
+        path = Path(value)
     candidates = [path] if path.is_absolute() else [(base / path).resolve() for base in bases]
     tried: list[Path] = []
     for candidate in candidates:
         if candidate in tried:
             continue
         tried.append(candidate)
-        if candidate.exists():
-            return candidate, tried
+        try:
+            if candidate.exists():
+                return candidate, tried
+        except (OSError, ValueError):  # a name too long, a NUL byte: no such file, for the message below
+            continue
     return None, tried
 
 
@@ -100,23 +107,31 @@ def _digits_table() -> tuple[np.ndarray, np.ndarray]:
 
 # ---- npz ----------------------------------------------------------------------------------------
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive (an empty one ends in the second)
+_NPY_MAGIC = b"\x93NUMPY"
+
+
 def read_npz(file_arg: str, bases: list[Path], loc: Location | None) -> RawData:
     """Arrays x, y (and optionally x_test, y_test, labels) from a .npz file; uint8 x is scaled by 1/255."""
     path, tried = resolve_path(file_arg, bases)
     if path is None:
         raise missing_path_error("npz file", file_arg, tried, loc, NPZ_HINT)
+    _check_npz_kind(path, loc)
+    arrays = {}
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except ValueError as e:
-        if "allow_pickle" in str(e):
-            raise DataError(f"npz file '{path}' holds Python objects, which partc does not unpickle", loc,
-                            "store numeric arrays (and labels as a string array)") from None
-        raise DataError(f"npz file '{path}' is corrupt or not an npz file ({e})", loc, NPZ_HINT) from None
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"cannot read npz file '{path}' ({type(e).__name__}: {e})", loc, NPZ_HINT) from None
-    if not isinstance(arrays, dict) or not arrays:
-        raise DataError(f"'{path}' is not an npz archive of named arrays", loc, NPZ_HINT)
+            for key in npz.files:
+                try:
+                    arrays[key] = npz[key]
+                except ValueError as e:
+                    if "allow_pickle" not in str(e):
+                        raise
+                    raise DataError(f"npz file '{path}': array '{key}' holds Python objects, which partc does not "
+                                    "unpickle", loc, "store numeric arrays (and labels as a string array)") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise DataError(f"npz file '{path}' is damaged ({exception_text(e, 160)})", loc, NPZ_HINT) from None
+    if not arrays:
+        raise DataError(f"npz file '{path}' holds no arrays", loc, NPZ_HINT)
 
     def need(key: str) -> np.ndarray:
         if key not in arrays:
@@ -130,13 +145,14 @@ def read_npz(file_arg: str, bases: list[Path], loc: Location | None) -> RawData:
     if "x_test" in arrays:
         x_test, y_test = _npz_pair(path, arrays["x_test"], arrays["y_test"], "x_test", "y_test", loc)
         if x_test.shape[1:] != x.shape[1:]:
-            raise DataError(f"npz file '{path}': x_test samples have shape {x_test.shape[1:]}, x samples {x.shape[1:]}",
-                            loc, "give x and x_test the same per-sample shape")
+            raise DataError(f"npz file '{path}': x_test samples have shape {list(x_test.shape[1:])}, x samples "
+                            f"{list(x.shape[1:])}", loc, "give x and x_test the same per-sample shape")
     names = None
     if "labels" in arrays:
         labels = arrays["labels"]
         if labels.ndim != 1 or labels.dtype.kind not in "US":
-            raise DataError(f"npz file '{path}': 'labels' should be a 1-D string array of class names", loc)
+            raise DataError(f"npz file '{path}': 'labels' should be a 1-D string array of class names, got "
+                            f"{labels.dtype} {list(labels.shape)}", loc, "store names with numpy.array(['cat', 'dog'])")
         names = [v.decode() if isinstance(v, bytes) else str(v) for v in labels.tolist()]
     scale = 1 / 255 if x.dtype == np.uint8 else 1.0
     # Rows are known by their bytes: a row stored twice, or in x and in x_test, is one sample.
@@ -146,17 +162,57 @@ def read_npz(file_arg: str, bases: list[Path], loc: Location | None) -> RawData:
                    ids=ids, test_ids=test_ids)
 
 
+def _check_npz_kind(path: Path, loc: Location | None) -> None:
+    """An .npz is a zip archive: say what the file is instead when it is not one."""
+    special = special_file(path)
+    if special:
+        raise DataError(f"npz file '{path}' is {special}, not a file", loc, NPZ_HINT)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        raise DataError(f"cannot read npz file '{path}': {e.strerror}", loc) from None
+    if not head:
+        raise DataError(f"npz file '{path}' is empty (0 bytes)", loc, NPZ_HINT)
+    if head.startswith(_NPY_MAGIC):
+        raise DataError(f"'{path}' is a single .npy array, not an .npz archive of named arrays", loc,
+                        "save x and y together: numpy.savez(FILE, x=samples, y=labels)")
+    if head.startswith(_ZIP_MAGIC):
+        return
+    text = head.decode("utf-8", errors="replace")
+    sample = text[:-4] if len(head) == 64 else text  # the read may have cut the last character in two
+    if all(ch.isprintable() or ch in "\t\r\n" for ch in sample):
+        looks = f"text ({text.splitlines()[0][:30]!r}...)" if text.strip() else "blank text"
+    else:
+        looks = f"binary data starting {head[:8]!r}"
+    raise DataError(f"'{path}' is not an npz archive: it holds {looks}", loc, NPZ_HINT)
+
+
 def _npz_pair(path: Path, x: np.ndarray, y: np.ndarray, xn: str, yn: str, loc: Location | None):
     if x.dtype.kind not in "biuf" or x.ndim < 2:
-        raise DataError(f"npz file '{path}': '{xn}' should be a numeric array (n, ...), got {x.dtype} {x.shape}", loc)
+        raise DataError(f"npz file '{path}': '{xn}' should be a numeric array (n, ...), got {x.dtype} {list(x.shape)}",
+                        loc, NPZ_HINT)
     if y.ndim != 1 or y.dtype.kind not in "iu":
-        raise DataError(f"npz file '{path}': '{yn}' should be a 1-D integer array of class ids, got {y.dtype} {y.shape}",
-                        loc, "store class ids as integers; put class names in a 'labels' array")
+        raise DataError(f"npz file '{path}': '{yn}' should be a 1-D integer array of class ids, got {y.dtype} "
+                        f"{list(y.shape)}", loc, "store class ids as integers; put class names in a 'labels' array")
     if len(x) != len(y):
-        raise DataError(f"npz file '{path}': {len(x)} samples in '{xn}' but {len(y)} labels in '{yn}'", loc)
+        raise DataError(f"npz file '{path}': {len(x)} samples in '{xn}' but {len(y)} labels in '{yn}'", loc,
+                        "give every sample one label")
     if x.dtype != np.uint8:
-        x = x.astype(np.float32)
+        with np.errstate(over="ignore"):
+            x = x.astype(np.float32)  # beyond float32's range becomes infinity, refused just below
+        check_finite(x, f"npz file '{path}': '{xn}'", loc)
     return x, y.astype(np.int64)
+
+
+def check_finite(x: np.ndarray, what: str, loc: Location | None) -> None:
+    """Refuse samples holding NaN or infinity: training on them ends at chance accuracy, silently."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = ", ".join(map(str, np.unravel_index(int(np.argmax(bad)), x.shape)))
+        raise DataError(f"{what} holds {int(bad.sum()):,} value(s) that are NaN, infinite or beyond float32's range, "
+                        f"the first at [{first}]", loc,
+                        "replace or drop those samples (numpy.isfinite(x) finds them) and save the file again")
 
 
 # ---- folder -------------------------------------------------------------------------------------
@@ -177,29 +233,66 @@ def folder_classes(root_arg: str, bases: list[Path], loc: Location | None) -> tu
 
 def read_image_folder(folder: Path, height: int, width: int, mode: str,
                       loc: Location | None) -> tuple[np.ndarray, np.ndarray]:
-    """Every image in one class folder, sorted by file name: uint8 (n, C, height, width), and each file's identity.
+    """Every image directly in one class folder, sorted by file name, and each file's identity: uint8
+    (n, C, height, width), or float32 in [0, 1] when an image has 16 bits per channel (scaled by 1/65535,
+    not clipped to 255).
 
     A file is known by its bytes (`content_identities`), so the same image
-    file in two class folders, or in two folders, is one sample.
+    file in two class folders, or in two folders, is one sample. A class
+    folder holding sub-folders is refused rather than read in part: their
+    images would be silently left out (docs: the data stage).
     """
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    entries = sorted(folder.iterdir())
+    nested = [p.name for p in entries if p.is_dir() and not p.name.startswith(".")]
+    files = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if nested:
+        shown = ", ".join(nested[:5]) + (", ..." if len(nested) > 5 else "")
+        hint = (f"if those are the classes, write folder(\"{folder}\"); otherwise move their images up into it"
+                if not files else "move the sub-folders' images up into the class folder, or the sub-folders out")
+        raise DataError(f"class folder '{folder}' holds sub-folders ({shown}): partc reads the images directly "
+                        "inside each class folder, and would leave theirs out", loc, hint)
     if not files:
         raise DataError(f"class folder '{folder}' holds no images ({', '.join(IMAGE_SUFFIXES)})", loc,
                         "put the class's images there, or leave the class out of classes=...")
-    out = np.empty((len(files), len(mode), height, width), dtype=np.uint8)
-    contents = []
-    for i, file in enumerate(files):
+    images, contents = [], []
+    for file in files:
         try:
             contents.append(file.read_bytes())
             with Image.open(io.BytesIO(contents[-1])) as image:
-                pixels = np.asarray(image.convert(mode).resize((width, height), Image.Resampling.BILINEAR))
+                images.append(_pixels(image, height, width, mode, file, loc))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            raise DataError(f"cannot read image '{file}' ({type(e).__name__}: {e})", loc,
+            # Pillow names the in-memory stream it was given ("<_io.BytesIO object at 0x...>"), not the file
+            why = ("not an image Pillow recognises: damaged, or of another format" if isinstance(e, UnidentifiedImageError)
+                   else exception_text(e, 160))
+            raise DataError(f"cannot read image '{file}' ({why})", loc,
                             "replace or delete the file; only images belong in class folders") from None
-        out[i] = pixels.reshape(height, width, len(mode)).transpose(2, 0, 1)
-    return out, content_identities(contents)
+    if any(im.dtype != np.uint8 for im in images):
+        images = [im.astype(np.float32) / 255 if im.dtype == np.uint8 else im for im in images]
+    return np.stack(images), content_identities(contents)
+
+
+_SIXTEEN_BITS = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _pixels(image, height: int, width: int, mode: str, file: Path, loc: Location | None) -> np.ndarray:
+    """One image as (C, height, width): uint8, or float32 in [0, 1] for a 16-bit one."""
+    from PIL import Image
+
+    if image.mode in _SIXTEEN_BITS or image.mode == "I":
+        values = np.asarray(image, dtype=np.float32)
+        if image.mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+            raise DataError(f"image '{file}' has 32-bit integer pixels (they run {values.min():.0f}..{values.max():.0f})",
+                            loc, "store images with 8 or 16 bits per channel")
+        grey = np.asarray(Image.fromarray(values / 65535).resize((width, height), Image.Resampling.BILINEAR))
+        channels = [grey] * min(len(mode), 3) + ([np.ones_like(grey)] if mode == "RGBA" else [])
+        return np.clip(np.stack(channels), 0, 1).astype(np.float32)
+    if image.mode == "F":
+        raise DataError(f"image '{file}' has floating-point pixels, whose range partc cannot know", loc,
+                        "store images with 8 or 16 bits per channel")
+    pixels = np.asarray(image.convert(mode).resize((width, height), Image.Resampling.BILINEAR))
+    return pixels.reshape(height, width, len(mode)).transpose(2, 0, 1)
 
 
 # ---- synthetic ----------------------------------------------------------------------------------

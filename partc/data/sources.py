@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from partc.data.catalog import SYNTHETIC_SAMPLES_PER_CLASS
 from partc.data.cifar import read_cifar
 from partc.data.raw import RawData, folder_classes, make_synthetic, read_digits, read_image_folder, read_npz
 from partc.data.splits import class_ids
@@ -23,7 +24,6 @@ from partc.ir import DataSpec, Network, Task
 from partc.language.printer import shape_text
 from partc.seeds import derived_seed
 
-SYNTHETIC_SAMPLES_PER_CLASS = 200
 SYNTHETIC_NOISE = 1.0
 
 
@@ -67,9 +67,6 @@ def _synthetic(reader: SourceReader, task: Task, spec: DataSpec, opts: dict[str,
     samples = opts.get("samples", SYNTHETIC_SAMPLES_PER_CLASS * k)
     seed = opts.get("seed", derived_seed(reader.net.seed, task.name, "synthetic"))
     noise = float(opts.get("noise", SYNTHETIC_NOISE))
-    if samples < k:
-        raise DataError(f"synthetic data needs at least one sample per class: samples={samples} < {k} classes",
-                        spec.loc, f"use samples={SYNTHETIC_SAMPLES_PER_CLASS * k}")
     raw = reader.cached(("synthetic", k, shape, samples, seed, noise), lambda: make_synthetic(k, shape, samples, seed, noise))
     return RawData(raw.x, raw.y, list(task.labels), scale=raw.scale, origin=raw.origin, ids=raw.ids)
 
@@ -98,8 +95,13 @@ def _folder(reader: SourceReader, task: Task, spec: DataSpec, opts: dict[str, An
                            lambda i=i: read_image_folder(root / names[i], height, width, mode, spec.loc))
              for i in ids]
     y = np.concatenate([np.full(len(x), i, dtype=np.int64) for (x, _), i in zip(parts, ids, strict=True)])
-    return RawData(np.concatenate([x for x, _ in parts]), y, names, scale=1 / 255, origin=str(root),
-                   ids=np.concatenate([identities for _, identities in parts]))
+    identities = np.concatenate([identities for _, identities in parts])
+    images = [x for x, _ in parts]
+    if all(x.dtype == np.uint8 for x in images):
+        return RawData(np.concatenate(images), y, names, scale=1 / 255, origin=str(root), ids=identities)
+    # some class holds 16-bit images, read as floats in [0, 1]: the rest joins them there
+    images = [x.astype(np.float32) / 255 if x.dtype == np.uint8 else x for x in images]
+    return RawData(np.concatenate(images), y, names, scale=1.0, origin=str(root), ids=identities)
 
 
 READERS: dict[str, Callable[[SourceReader, Task, DataSpec, dict[str, Any], tuple[int, ...]], RawData]] = {

@@ -174,9 +174,22 @@ def _limit(y: np.ndarray, train: np.ndarray, classes: list[int], limit: int) -> 
     return np.concatenate([train[y == c][:k] for c, k in zip(classes, take, strict=True)] + [np.zeros(0, np.int64)])
 
 
-def check_classes(y: np.ndarray, labels: list[str], spec: DataSpec, raw: RawData, what: str) -> None:
+def check_classes(y: np.ndarray, labels: list[str], spec: DataSpec, raw: RawData, what: str, *,
+                  before_split: bool = False) -> None:
+    """Every class of the task has samples; the message says which classes the data has."""
     present = np.bincount(y, minlength=len(labels)) > 0
     empty = [labels[i] for i in np.flatnonzero(~present)]
-    if empty:
-        raise DataError(f"{spec.source} data ({raw.origin}) has no {what} of class '{empty[0]}'",
-                        spec.loc, "add samples of that class, lower val=/test=, raise limit=, or drop the class")
+    if not empty:
+        return
+    message = f"{spec.source} data ({raw.origin}) has no {what} of class '{empty[0]}'"
+    if before_split and len(raw.y) == 0:
+        raise DataError(f"{spec.source} data ({raw.origin}) holds no samples at all", spec.loc,
+                        "fill it with samples of every class the task asks for")
+    if not before_split:
+        raise DataError(message, spec.loc, "lower val=/test=, raise limit=, add samples of that class, or drop it")
+    ids, counts = np.unique(raw.y, return_counts=True)
+    found = [f"{raw.names[i] if raw.names is not None and 0 <= i < len(raw.names) else i} ({n})"
+             for i, n in zip(ids.tolist(), counts.tolist(), strict=True)]
+    shown = ", ".join(found[:20]) + (f" and {len(found) - 20} more" if len(found) > 20 else "") if found else "none"
+    raise DataError(message, spec.loc, f"the classes it has, with their sample counts: {shown}; ask for those in "
+                                       "classes=..., or add samples of the missing class")

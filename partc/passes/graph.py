@@ -77,6 +77,7 @@ def verify(net: Network) -> list[str]:
     a segment's parameters are the tables' (per-task layers once per user).
     """
     problems = []
+    counts = {lv.name: lv.count for lv in net.levels}
     for level in net.levels:
         if level.count != sum(g.count for g in level.groups) or any(g.count < 1 for g in level.groups):
             problems.append(f"level {level.name}: group counts do not add up")
@@ -86,7 +87,7 @@ def verify(net: Network) -> list[str]:
                     problems.append(f"level {level.name}: layer {a.op} gives {a.shape}, {b.op} takes {b.in_shape}")
     for name, task in net.tasks.items():
         for level, indices in task.path.items():
-            count = net.level(level).count
+            count = counts[level]
             if list(indices) != sorted(set(indices)) or any(not 0 <= i < count for i in indices):
                 problems.append(f"task {name} at {level}: path {indices} is not sorted, distinct and in 0..{count - 1}")
     g = net.graph
@@ -94,11 +95,19 @@ def verify(net: Network) -> list[str]:
         return problems
     if not nx.is_directed_acyclic_graph(g):
         problems.append("graph has a cycle")
+    edges_of: dict[str, list[tuple[str, str]]] = defaultdict(list)  # task -> the edges it flows along
     for u, v, tasks in g.edges(data="tasks"):
         if not tasks:
             problems.append(f"edge {u} -> {v} carries no task")
         if not tasks <= g.nodes[u]["tasks"] or not tasks <= g.nodes[v]["tasks"]:
             problems.append(f"edge {u} -> {v} carries a task its ends do not")
+        for t in tasks:
+            edges_of[t].append((u, v))
+    on_path: dict[tuple[str, str], set[int]] = defaultdict(set)  # (task, level) -> its segments in the graph
+    for level in net.levels:
+        for i in range(level.count):
+            for t in g.nodes[level.segment_node(i)]["tasks"]:
+                on_path[t, level.name].add(i)
     for level in net.levels:
         for i in range(level.count):
             node = g.nodes[level.segment_node(i)]
@@ -106,12 +115,18 @@ def verify(net: Network) -> list[str]:
             if node["params"] != level.segment_params(i) + owned:
                 problems.append(f"segment {level.segment_node(i)}: graph has {node['params']} params, tables "
                                 f"{level.segment_params(i)} + {owned} of its tasks' own layers")
+    from partc.passes.resources import count_params  # the count resource limits use, before the graph exists
+
+    if count_params(net) != net.total_params:
+        problems.append(f"parameters counted from the paths ({count_params(net)}) differ from the graph's "
+                        f"({net.total_params})")
     for name, task in net.tasks.items():
         for level in net.levels:
-            on_path = {i for i in range(level.count) if name in g.nodes[level.segment_node(i)]["tasks"]}
-            if on_path != set(task.path[level.name]):
-                problems.append(f"task {name} at {level.name}: graph has {sorted(on_path)}, path {task.path[level.name]}")
-        sub = g.edge_subgraph([(u, v) for u, v, t in g.edges(data="tasks") if name in t])
-        if not nx.has_path(sub, f"input:{task.input}", task.head_node):
+            if on_path[name, level.name] != set(task.path[level.name]):
+                problems.append(f"task {name} at {level.name}: graph has {sorted(on_path[name, level.name])}, "
+                                f"path {task.path[level.name]}")
+        sub = nx.DiGraph(edges_of[name])
+        source = f"input:{task.input}"
+        if task.head_node not in sub or source not in sub or not nx.has_path(sub, source, task.head_node):
             problems.append(f"task {name} has no route from its input to its head")
     return problems

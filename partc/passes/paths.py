@@ -17,6 +17,11 @@ from partc.errors import PartError, SpecError
 from partc.ir import Network
 from partc.language import ast
 
+# Sizes past which a check would take minutes or gigabytes (docs/check.md, "Limits"); the 5 MB
+# spec bench/check_speed.py generates (100,000 tasks) holds 1.6 million uses and ranks 6.4 million.
+MAX_ROUTE_CELLS = 5_000_000  # segment uses over all tasks and levels: the graph's task-labelled edges
+MAX_RANKED = 20_000_000  # segments ranked by random draws: one SHA-256 digest each
+
 
 def _rank(seed: int, task: str, level: str, count: int) -> list[int]:
     """Segment indices 0..count-1 ordered by SHA-256 of "seed/task/level/index"."""
@@ -99,12 +104,34 @@ def select_paths(net: Network, tree: ast.Network) -> list[PartError]:
                 task.path_locs[level.name] = default_random.loc
     if errors:
         return errors
+    errors += _check_sizes(net, random_draws)
+    if errors:
+        return errors
 
     for level in net.levels:
         _draw_level(net, level.name, level.count, random_draws)
     # keep level order in every task's path table
     for task in net.tasks.values():
         task.path = {lv.name: task.path[lv.name] for lv in net.levels}
+    return errors
+
+
+def _check_sizes(net: Network, random_draws: dict[tuple[str, str], int]) -> list[PartError]:
+    """Refuse routes too large to check in reasonable time and memory (every later pass is linear in them)."""
+    errors: list[PartError] = []
+    counts = {lv.name: lv.count for lv in net.levels}
+    cells = sum(len(ix) for t in net.tasks.values() for ix in t.path.values()) + sum(random_draws.values())
+    if cells > MAX_ROUTE_CELLS:
+        errors.append(SpecError(
+            f"the tasks' paths hold {cells:,} segment uses in all (tasks x levels x segments each), more than partc "
+            f"checks (at most {MAX_ROUTE_CELLS:,})", net.loc,
+            "use fewer tasks or levels, or smaller random(N) draws"))
+    ranked = sum(counts[level] for _, level in random_draws)
+    if ranked > MAX_RANKED:
+        errors.append(SpecError(
+            f"drawing the random paths would rank {ranked:,} segments (each random(N) ranks all M segments of its "
+            f"level), more than partc draws (at most {MAX_RANKED:,})", net.loc,
+            "use fewer segments per level or fewer random draws (explicit paths cost nothing to draw)"))
     return errors
 
 
@@ -118,17 +145,32 @@ def _check_count(task: str, level, n: int, item: ast.PathItem, errors: list[Part
 
 
 def _draw_level(net: Network, level: str, count: int, random_draws: dict[tuple[str, str], int]) -> None:
-    """Fill the random paths of one level, honouring private and share constraints."""
-    fixed = {name: set(t.path[level]) for name, t in net.tasks.items() if (name, level) not in random_draws}
-    private_tasks = {n for c in net.constraints if c.kind == "private" and level in c.levels for n in c.tasks}
-    shares = [c.tasks for c in net.constraints if c.kind == "share" and level in c.levels]
-    drawn: dict[str, set[int]] = {}
+    """Fill the random paths of one level, honouring private and share constraints.
 
-    def segments_of(names) -> set[int]:
-        out: set[int] = set()
-        for name in names:
-            out |= fixed.get(name, set()) | drawn.get(name, set())
-        return out
+    Linear in the tasks and their constraints: the segments held by private
+    tasks, by any task, and the segments common to each share's placed
+    partners are kept up to date as tasks are placed, never recomputed.
+    """
+    private_tasks = {n for c in net.constraints if c.kind == "private" and level in c.levels for n in c.tasks}
+    shares_of: dict[str, list[int]] = {}  # task -> the shares (by position) at this level naming it
+    for share, c in enumerate(net.constraints):
+        if c.kind == "share" and level in c.levels:
+            for name in dict.fromkeys(c.tasks):
+                shares_of.setdefault(name, []).append(share)
+    common: dict[int, set[int]] = {}  # share -> segments common to all its partners placed so far
+    held: set[int] = set()  # segments some placed task uses
+    held_private: set[int] = set()  # segments some placed private task uses
+
+    def place(name: str, segments: set[int]) -> None:
+        held.update(segments)
+        if name in private_tasks:
+            held_private.update(segments)
+        for share in shares_of.get(name, ()):
+            common[share] = common[share] & segments if share in common else set(segments)
+
+    for name, t in net.tasks.items():  # explicit paths are placed first
+        if (name, level) not in random_draws:
+            place(name, set(t.path[level]))
 
     # private tasks first, so the others can steer around them; then spec order
     position = {name: i for i, name in enumerate(net.tasks)}
@@ -136,22 +178,16 @@ def _draw_level(net: Network, level: str, count: int, random_draws: dict[tuple[s
                    key=lambda n: (n not in private_tasks, position[n]))
     for name in order:
         n = random_draws[(name, level)]
-        avoid = segments_of(private_tasks - {name})
-        if name in private_tasks:
-            avoid |= segments_of((set(fixed) | set(drawn)) - {name})
+        avoid = held if name in private_tasks else held_private
         ranking = _rank(net.seed, name, level, count)
         if avoid:  # unsatisfiable when too few are left: check_constraints reports it
             ranking = [i for i in ranking if i not in avoid] + [i for i in ranking if i in avoid]
         chosen = ranking[:n]
-        for tasks in shares:
-            if name not in tasks:
-                continue
+        for share in shares_of.get(name, ()):
             # The partners placed so far have a common segment (by induction); take one of those,
             # so that a share of three or more tasks ends with a segment common to all of them.
-            placed = [fixed.get(p, set()) | drawn.get(p, set()) for p in tasks if p != name]
-            placed = [segs for segs in placed if segs]
-            common = set.intersection(*placed) if placed else set()
-            if common and not common & set(chosen):
-                chosen[-1] = next(i for i in ranking if i in common)
-        drawn[name] = set(chosen)
+            segments = common.get(share)
+            if segments and not segments & set(chosen):
+                chosen[-1] = next(i for i in ranking if i in segments)
+        place(name, set(chosen))
         net.tasks[name].path[level] = tuple(sorted(chosen))

@@ -15,6 +15,7 @@ missing run directory or spec.part (nothing to report on) raises, as a
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,11 @@ def build_report(run_dir: str | Path, out_dir: str | Path, *, baseline: str | Pa
             where = f"{members.runs[label].name}: " if members.group else ""
             problems.append(f"{where}run.json names spec hash {member_info['spec_hash']}, but "
                             f"{first.name + '/' if members.group else ''}spec.part hashes to {net.spec_hash}")
+    for label, member_info in infos.items():
+        if isinstance(member_info.get("stopped"), dict):
+            where = f"{members.runs[label].name}: " if members.group else ""
+            problems.append(f"{where}training stopped early ({member_info['stopped'].get('reason')}); the run holds "
+                            f"epoch {member_info['stopped'].get('kept_epoch')}, its last finite one")
 
     data: dict[str, Any] = {"format": REPORT_FORMAT, "run": str(run_dir), "network": net.name, "run_info": info,
                             "problems": problems, "structure": structure(net)}
@@ -150,6 +156,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path, *, baseline: str | Pa
              probe_size=probe_size, device=torch_device, seed=seed)
     _check_splits(infos, base_members, data, problems)
 
+    not_finite = _make_finite(data)
+    if not_finite:  # weights of an older run gone NaN, say: shown as missing, never written as bare NaN
+        problems.append(f"{not_finite} number(s) of the analysis were NaN or infinite; shown as missing")
     data["summary"] = summarise(data)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Report(out_dir, data)
@@ -158,6 +167,22 @@ def build_report(run_dir: str | Path, out_dir: str | Path, *, baseline: str | Pa
     report.json.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     report.html.write_text(render_html(data, report.figures), encoding="utf-8")
     return report
+
+
+def _make_finite(value: Any) -> int:
+    """Replace, in place, every NaN or infinite float inside `value`'s dicts and lists by None; how many."""
+    count = 0
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in list(items):
+        if isinstance(item, float) and not math.isfinite(item):
+            value[key] = None
+            count += 1
+        elif isinstance(item, (dict, list)):
+            count += _make_finite(item)
+        elif isinstance(item, tuple):
+            value[key] = list(item)
+            count += _make_finite(value[key])
+    return count
 
 
 def _baseline(net: Network, baseline_dir: Path, tasks: list[str], data: dict[str, Any],

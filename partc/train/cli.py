@@ -5,29 +5,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from pathlib import Path
 
 from partc.argtypes import int_at_least
 from partc.devices import DEVICE_CHOICES
 from partc.errors import EXIT_USER_ERROR
 
 
-def prepare_torch(threads: int | None, net, resume_dir: Path | None = None):
-    """CPU threads for a training process (`partc.devices.configure_cpu`), before torch is first imported:
-    --threads when given, else a resumed run's own count (the thread count changes a CPU run's sums:
-    resuming with it stays bit-identical), else partc's default for `net` (`partc.devices.choose_threads`;
-    `net` None: a spec with errors, which the command reports when it loads it)."""
+def prepare_torch(threads: int | None, net) -> None:
+    """CPU threads and the OpenMP wait policy for a training process, before torch is first imported
+    (`partc.devices.configure_cpu`): --threads when given, else partc's default for `net` (a resumed
+    run then takes its own count, `partc.train.runner`); `net` None: a spec with errors, which the
+    command reports when it loads it."""
     from partc.devices import configure_cpu
     from partc.train.flops import spec_layer_bytes
 
-    if threads is None and resume_dir is not None:
-        from partc.run import read_info
-
-        recorded = read_info(resume_dir)[0].get("cpu")
-        recorded = recorded.get("threads") if isinstance(recorded, dict) else None
-        if isinstance(recorded, int) and recorded > 0:
-            return configure_cpu(recorded, chosen_by="the run's own (resumed)")
-    return configure_cpu(threads, layer_bytes=spec_layer_bytes(net) if net is not None else None)
+    configure_cpu(threads, layer_bytes=spec_layer_bytes(net) if net is not None else None)
 
 
 def _spec_or_none(path: str):
@@ -46,13 +38,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc is not None:
         return launch(args)
     from partc.spec import load
-    from partc.train.nosharing import run_dir
-
-    early = _spec_or_none(args.spec)  # before torch is imported: the thread count depends on the network
-    resumed = run_dir(early, args.out, args.no_sharing) if early is not None and args.resume else None
-    cpu = prepare_torch(args.threads, early, resumed if args.seeds is None else None)
     from partc.train import train
 
+    early = _spec_or_none(args.spec)  # before torch is imported: the thread count depends on the network
+    prepare_torch(args.threads, early)
     with _joined(args) as world:
         net = world.agreed(lambda: early if early is not None else load(args.spec))
         if args.seeds is not None:
@@ -60,23 +49,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
             _one_process_for_groups(world)
             train_group(net, args.out, args.seeds, device=args.device, resume=args.resume, epochs=args.epochs,
-                        mode=args.mode, data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing,
-                        cpu=cpu)
+                        mode=args.mode, data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing)
             return 0
         results = train(net, args.out, device=args.device, resume=args.resume, epochs=args.epochs, mode=args.mode,
-                        data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing, world=world, cpu=cpu)
+                        data_root=args.data_root, quiet=args.quiet, no_sharing=args.no_sharing, threads=args.threads,
+                        world=world)
     return 0 if results is not None else 1
 
 
 def cmd_extend(args: argparse.Namespace) -> int:
     if args.nproc is not None:
         return launch(args)
-    single = args.seeds is None and args.resume
-    cpu = prepare_torch(args.threads, _spec_or_none(args.spec), Path(args.out) if single else None)
     from partc.train.extend import extend, extend_group
 
+    prepare_torch(args.threads, _spec_or_none(args.spec))
     options = dict(epochs=args.epochs, device=args.device, mode=args.mode, data_root=args.data_root, quiet=args.quiet,
-                   resume=args.resume, freeze=not args.no_freeze, cpu=cpu)
+                   resume=args.resume, freeze=not args.no_freeze)
     with _joined(args) as world:
         if args.seeds is not None:
             _one_process_for_groups(world)
@@ -206,7 +194,7 @@ def register(subparsers) -> None:
                         "initial weights, data order and augmentation vary), marked by OUT/group.json")
     p.add_argument("--threads", type=int_at_least(1),
                    help="CPU threads for torch (default: 1 for a network of small layers, else the CPUs this "
-                        "process may use; with --resume, the run's own; docs/train.md)")
+                        "process may use; with --resume, the count the run trained with; docs/train.md)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, epoch lines or results table")
     add_distributed_options(p)
     p.set_defaults(func=cmd_train, parser=p)

@@ -19,7 +19,16 @@ from typing import Any
 import torch
 
 from partc.ir import Network
-from partc.train.settings import DEFAULT_GAMMA, DEFAULT_LR, OPTIMIZERS, SCHEDULES, call_arguments, setting_value
+from partc.train.settings import (
+    DEFAULT_GAMMA,
+    DEFAULT_LR,
+    OPTIMIZERS,
+    SCHEDULES,
+    SETTINGS,
+    call_arguments,
+    setting_value,
+)
+from partc.values import is_number
 
 
 @dataclass(frozen=True)
@@ -58,10 +67,40 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The config a checkpoint or run.json holds; ValueError naming the entry when it is damaged."""
         d = dict(d)
-        d["milestones"] = tuple(d.get("milestones", ()))
         d.setdefault("batchnorm", "joint")  # runs saved before the setting existed trained with joint statistics
+        unknown = sorted(set(d) - set(_FIELD_CHECKS))
+        if unknown:
+            raise ValueError(f"unknown entry '{unknown[0]}'")
+        for key, value in d.items():
+            accepts, expect = _FIELD_CHECKS[key]
+            if not accepts(value):
+                raise ValueError(f"'{key}' is {value!r}, not {expect}")
+        d["milestones"] = tuple(d.get("milestones", ()))
         return cls(**d)
+
+
+def _whole(lo: int):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _rule(name: str) -> tuple[Any, str]:
+    rule = SETTINGS[name].rule
+    return rule.accepts, rule.expect
+
+
+# What each entry of a stored config may be (the settings table's rules where a setting has one;
+# epochs is unbounded, as --epochs is).
+_FIELD_CHECKS: dict[str, tuple[Any, str]] = {
+    "epochs": (_whole(1), "a positive whole number"), "batch": _rule("batch"),
+    "optimizer": (lambda v: v in OPTIMIZERS, " or ".join(OPTIMIZERS)),
+    "optimizer_kwargs": (lambda v: isinstance(v, dict) and is_number(v.get("lr")), "arguments with a finite lr"),
+    "schedule": (lambda v: v in SCHEDULES, " or ".join(SCHEDULES)),
+    "milestones": (lambda v: isinstance(v, (list, tuple)) and all(_whole(1)(m) for m in v), "a list of epochs"),
+    "gamma": (is_number, "a number"), "mode": _rule("mode"), "batchnorm": _rule("batchnorm"),
+    "steps_per_task": _rule("steps_per_task"), "epoch_policy": _rule("epoch_policy"), "seed": _rule("seed"),
+}
 
 
 def resolve_config(net: Network, *, epochs: int | None = None, mode: str | None = None,

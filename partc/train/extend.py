@@ -35,7 +35,7 @@ from partc.ir import Network, Task
 from partc.language import ast, parse, read_spec
 from partc.language.printer import format_spec, group_text, layer_text, value_text
 from partc.layers import PRIMITIVES, module_path
-from partc.run import Growth, load_checkpoint, load_run_network, read_results, require_info, run_paths
+from partc.run import Growth, load_checkpoint, load_run_network, read_results, require_info, run_paths, run_state
 from partc.spec import loads
 
 
@@ -241,13 +241,12 @@ def plan_extension(base_run: str | Path, grown_path: str | Path, out: str | Path
 
 def extend(base_run: str | Path, grown_path: str | Path, out_dir: str | Path, *, epochs: int | None = None,
            device: str = "auto", mode: str | None = None, data_root: str | Path | None = None, quiet: bool = False,
-           resume: bool = False, freeze: bool = True, seed: int | None = None, world=None, cpu=None) -> dict:
+           resume: bool = False, freeze: bool = True, seed: int | None = None, world=None) -> dict:
     """Train the grown spec's new tasks over BASE_RUN into OUT_DIR (see the module docstring); the results.
 
     The base run is only read. With `resume`, OUT_DIR must be this extension's run directory.
     `seed` replaces the grown spec's train seed (a member of a seed group). Under torchrun, rank 0
     reads the base run and hands every rank the plan (`partc.train.distributed`).
-    `cpu`: the CPU thread settings the command chose, for run.json (as `partc.train.train`).
     """
     from partc.train.distributed import joined
     from partc.train.runner import train
@@ -255,16 +254,19 @@ def extend(base_run: str | Path, grown_path: str | Path, out_dir: str | Path, *,
     if world is None:
         with joined(device) as world:
             return extend(base_run, grown_path, out_dir, epochs=epochs, device=device, mode=mode, data_root=data_root,
-                          quiet=quiet, resume=resume, freeze=freeze, seed=seed, world=world, cpu=cpu)
+                          quiet=quiet, resume=resume, freeze=freeze, seed=seed, world=world)
     out = Path(out_dir)
+    if resume and world.main and run_state(out) == "unfinished":
+        resume = False  # its start-up was cut short before run.json: train() clears it and starts again
     extension = world.agreed(_plan_on_main, base_run, grown_path, out, freeze, resume, world)
-    shared = world.broadcast((extension.spec_text, extension.growth, extension.base_state) if world.main else None)
+    shared = world.broadcast((extension.spec_text, extension.growth, extension.base_state, resume)
+                             if world.main else None)
     net = world.agreed(lambda: extension.net if world.main else loads(shared[0], str(grown_path)))
-    if resume:
+    if shared[3]:
         return train(net, out, device=device, resume=True, epochs=epochs, mode=mode, data_root=data_root,
-                     quiet=quiet, seed=seed, world=world, cpu=cpu)
+                     quiet=quiet, seed=seed, world=world)
     return train(net, out, device=device, epochs=epochs, mode=mode, data_root=data_root, quiet=quiet,
-                 growth=shared[1], initial_state=shared[2], seed=seed, world=world, cpu=cpu)
+                 growth=shared[1], initial_state=shared[2], seed=seed, world=world)
 
 
 def _plan_on_main(base_run, grown_path, out: Path, freeze: bool, resume: bool, world) -> Extension | None:

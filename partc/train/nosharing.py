@@ -24,14 +24,6 @@ from partc.language.printer import group_text, layer_text, shape_text, value_tex
 SUFFIX = "_nosharing"
 
 
-def run_dir(net: Network, out_dir: str | Path | None = None, no_sharing: bool = False) -> Path:
-    """Where `partc.train.train` writes: `out_dir`, else runs/<network> (runs/<network>_nosharing for the
-    baseline); torch-free, so the CLI knows a run's folder before it sets up torch."""
-    if out_dir is not None:
-        return Path(out_dir)
-    return Path("runs") / (net.name + (SUFFIX if no_sharing else ""))
-
-
 def unshare(net: Network) -> Network:
     """The checked no-sharing network of `net` (named `<network>_nosharing`)."""
     from partc.spec import loads

@@ -54,10 +54,10 @@ def train_group(net: Network, out_dir: str | Path | None, seeds: list[int], *, r
                 **options: Any) -> dict[int, dict]:
     """Train `net` once per seed into out_dir/seed-N; `options` go to `partc.train.train` (device, epochs, mode)."""
     from partc.data.load import load_all
-    from partc.train.nosharing import SUFFIX, run_dir
+    from partc.train.nosharing import SUFFIX
     from partc.train.runner import train
 
-    out = run_dir(net, out_dir, no_sharing)
+    out = Path(out_dir) if out_dir is not None else Path("runs") / (net.name + (SUFFIX if no_sharing else ""))
     about = {"network": net.name + (SUFFIX if no_sharing else ""), "source_network": net.name,
              "source_spec_hash": net.spec_hash, "no_sharing": no_sharing}
     data = load_all(net, data_root=data_root)  # once for all seeds: the splits do not depend on the seed

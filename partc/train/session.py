@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from partc.errors import CheckpointError, DataError
+from partc.errors import CheckpointError, DataError, exception_text
 from partc.ir import Network
+from partc.run import state_dict_problem
 from partc.train.config import TrainConfig, build_optimizer, set_lr
 from partc.train.device import Runtime
 from partc.train.distributed import World, replicate
@@ -51,6 +52,21 @@ def check_data(net: Network, datasets: dict[str, Any]) -> None:
             if y.numel() and (int(y.min()) < 0 or int(y.max()) >= task.classes):
                 raise DataError(f"task '{name}' {split} labels run {int(y.min())}..{int(y.max())}, its head has "
                                 f"{task.classes} classes", task.loc)
+
+
+def _check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Every per-parameter state tensor (Adam's moments, SGD's momentum) has its parameter's shape.
+
+    torch's `load_state_dict` checks only the number of parameters; a wrong
+    shape would otherwise fail at the first step, after the run directory
+    had been rewritten.
+    """
+    for group in optimizer.param_groups:
+        for index, param in enumerate(group["params"]):
+            for key, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                    raise ValueError(f"'{key}' of parameter {index} has shape {list(value.shape)}, "
+                                     f"the parameter {list(param.shape)}")
 
 
 def data_stats(datasets: dict[str, Any]) -> dict[str, dict]:
@@ -173,19 +189,30 @@ class Trainer:
                 "config": self.cfg.to_dict(), "mode": self.cfg.mode, "data_stats": self.stats}
 
     def load_state_dict(self, state: dict[str, Any], where: str) -> None:
-        if state.get("data_stats", {}).keys() != self.stats.keys() or any(
-                state["data_stats"][t]["labels"] != self.stats[t]["labels"] for t in self.tasks):
-            raise CheckpointError(f"checkpoint '{where}' was trained on other data (tasks or class labels differ)")
+        """Take a checkpoint's state, checked whole first: a damaged one is a `CheckpointError`, nothing half set."""
+        stats = state.get("data_stats")
+        if not isinstance(stats, dict) or stats.keys() != self.stats.keys() or any(
+                not isinstance(stats[t], dict) or stats[t].get("labels") != self.stats[t]["labels"] for t in self.tasks):
+            raise CheckpointError(f"checkpoint '{where}' was trained on other data (tasks or class labels differ)",
+                                  hint="resume with the data the run was trained on")
         try:
             self.model.load_state_dict(state["model"])
-            if self.cfg.mode == "fused":
-                self.optimizers["all"].load_state_dict(state["optimizer"])
-            else:
-                for t, opt in self.optimizers.items():
-                    opt.load_state_dict(state["optimizer"][t])
+        except (KeyError, RuntimeError, TypeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint '{where}' does not fit this run: {state_dict_problem(e)}") from None
+        optimizers = {"all": state["optimizer"]} if self.cfg.mode == "fused" else state["optimizer"]
+        for name, opt in self.optimizers.items():
+            try:
+                opt.load_state_dict(optimizers[name])
+                _check_optimizer_state(opt)
+            except Exception as e:  # noqa: BLE001 - a damaged file can make torch raise anything here
+                which = "optimizer state" if name == "all" else f"optimizer state of task '{name}'"
+                raise CheckpointError(f"checkpoint '{where}': its {which} does not fit this run "
+                                      f"({exception_text(e, 200)})") from None
+        try:
             self.set_rng_state(state["rng"])
-        except (KeyError, RuntimeError, ValueError) as e:
-            raise CheckpointError(f"checkpoint '{where}' does not fit this run: {str(e).splitlines()[0][:200]}") from None
+        except Exception as e:  # noqa: BLE001 - as above
+            raise CheckpointError(f"checkpoint '{where}': its random generator state is damaged "
+                                  f"({exception_text(e, 200)})") from None
 
     def rng_state(self) -> dict[str, Any]:
         kind, keys, pos, has_gauss, gauss = np.random.get_state()

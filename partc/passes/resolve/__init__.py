@@ -23,7 +23,7 @@ from partc.errors import PartError
 from partc.ir import Network
 from partc.language import ast
 from partc.passes.resolve.constraints import resolve_constraints
-from partc.passes.resolve.names import TORCH_RESERVED
+from partc.passes.resolve.names import TORCH_RESERVED, long_name_error
 from partc.passes.resolve.network import resolve_inputs, resolve_levels, resolve_seed
 from partc.passes.resolve.tasks import resolve_tasks
 from partc.passes.resolve.templates import Templates
@@ -41,6 +41,9 @@ def resolve(net: Network, tree: ast.Network) -> list[PartError]:
     errors: list[PartError] = []
     net.loc = tree.loc
     net.source_hash = source_hash(tree.source)
+    long_name = long_name_error("network", tree.name, tree.loc)
+    if long_name:
+        errors.append(long_name)
     net.seed = resolve_seed(tree, errors)
     net.inputs = resolve_inputs(tree, errors)
     templates = Templates(tree, errors)

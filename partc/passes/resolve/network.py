@@ -10,6 +10,7 @@ from partc.passes.resolve.templates import Templates, bind_layers
 
 DTYPES = ("float",)
 MAX_SEGMENTS = 10_000  # per level
+MAX_TOTAL_SEGMENTS = 100_000  # in the whole network: graph nodes and compiled modules, one each
 
 def resolve_seed(tree: ast.Network, errors: list[PartError]) -> int:
     if len(tree.seeds) > 1:
@@ -37,6 +38,7 @@ def resolve_inputs(tree: ast.Network, errors: list[PartError]) -> dict[str, Inpu
 def resolve_levels(tree: ast.Network, templates: Templates, errors: list[PartError]) -> list[Level]:
     levels: list[Level] = []
     seen: dict[str, ast.LevelDef] = {}
+    segments = 0
     for lvl in tree.levels:
         if lvl.name in seen:
             errors.append(declared_twice("level", lvl.name, lvl.loc, seen[lvl.name].loc))
@@ -50,6 +52,11 @@ def resolve_levels(tree: ast.Network, templates: Templates, errors: list[PartErr
             errors.append(SpecError(f"level '{lvl.name}' has {total:,} segments", lvl.loc,
                                     f"a level holds at most {MAX_SEGMENTS:,} segments"))
             continue
+        segments += total
+        if segments > MAX_TOTAL_SEGMENTS:
+            errors.append(SpecError(f"the levels up to '{lvl.name}' have {segments:,} segments in all", lvl.loc,
+                                    f"a network holds at most {MAX_TOTAL_SEGMENTS:,} segments"))
+            break
         groups = []
         for group in lvl.groups:
             if group.count < 1:

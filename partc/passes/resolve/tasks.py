@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from partc.data.catalog import COMMON_OPTIONS, SOURCES, Source, check_combination, check_option, select_classes
+from partc.data.catalog import (
+    COMMON_OPTIONS,
+    SOURCE_OPTIONS,
+    SOURCES,
+    Source,
+    check_combination,
+    check_option,
+    check_size,
+    select_classes,
+)
 from partc.errors import ClassesError, PartError, SpecError, valid_names
 from partc.ir import DataSpec, InputSpec, SegmentGroup, Task
 from partc.language import ast
@@ -18,7 +27,7 @@ from partc.train.settings import TASK_SETTINGS
 def resolve_tasks(tree: ast.Network, inputs: dict[str, InputSpec], templates: Templates,
                   errors: list[PartError]) -> dict[str, Task]:
     tasks: dict[str, Task] = {}
-    level_names = [lv.name for lv in tree.levels]
+    level_names = {lv.name: None for lv in tree.levels}
     for t in tree.tasks:
         if t.name in tasks:
             errors.append(declared_twice("task", t.name, t.loc, tasks[t.name].loc))
@@ -63,6 +72,13 @@ def _resolve_task(t: ast.TaskDef, inputs: dict[str, InputSpec], templates: Templ
         errors.append(SpecError(f"task '{t.name}' has no classes, so its head has no outputs", t.data.loc,
                                 f"{data.source} data has no fixed class list: add classes=N or classes=[...] to "
                                 f"{data.source}(...), or a 'classes N' statement to the task"))
+    elif data is not None and shape:
+        size = check_size(SOURCES[data.source], data.args, shape, len(labels))
+        if size is not None:
+            option, message, hint = size
+            arg = t.data.keywords().get(option)
+            errors.append(SpecError(f"data source '{data.source}': {message} (task '{t.name}')",
+                                    arg.loc if arg else t.data.loc, hint))
     stem, stem_group = None, None
     if isinstance(t.stem, ast.Call):
         inst = templates.instantiate(t.stem, f"the stem of task '{t.name}'")
@@ -137,12 +153,15 @@ def _call_problem(source: Source, call: ast.Call, pos: list[Any], kw: dict[str, 
             return SpecError(f"data source '{source.name}' has no option '{key}'", arg.loc, valid_names(key, valid, "options"))
         problem = check_option(key, kw[key])
         if problem:
-            doc = COMMON_OPTIONS.get(key)
+            doc = COMMON_OPTIONS.get(key) or SOURCE_OPTIONS.get(key)
             return SpecError(f"data source '{source.name}': {problem}, got {value_text(arg.value)}", arg.loc,
                              f"{key}: {doc}" if doc else "")
     for name, value in zip(source.positional, pos, strict=False):
         if not isinstance(value, str):
             return SpecError(f"the {name} of {source.name} must be a \"string\"", call.loc, f"usage: {usage}")
+        if not value or "\x00" in value:
+            return SpecError(f"the {name} of {source.name} is {'empty' if not value else 'not a path (it holds NUL)'}",
+                             call.loc, f"usage: {usage}")
     return None
 
 

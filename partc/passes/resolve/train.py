@@ -7,7 +7,7 @@ from typing import Any
 from partc.errors import Location, PartError, SpecError, closest, valid_names
 from partc.language import ast
 from partc.language.printer import value_text
-from partc.passes.resolve.values import plain, refs_inside
+from partc.passes.resolve.values import plain, refs_inside, with_boolean_guess
 from partc.train.settings import SETTINGS, check_setting
 
 
@@ -24,10 +24,12 @@ def resolve_train(tree: ast.Network, errors: list[PartError]) -> dict[str, Any]:
         nested = [r for r in refs_inside(s.value) if r is not s.value]  # a bare word at the top is an enum value
         if nested:
             errors.append(SpecError(f"unknown name '{nested[0].name}' in train setting '{s.name}'", nested[0].loc,
-                                    f"write a number or a list there, e.g. {setting.example}"))
+                                    with_boolean_guess(nested[0].name,
+                                                       f"write a number or a list there, e.g. {setting.example}")))
             continue
         value = plain(s.value)
-        problem = check_setting(s.name, value, value_text)
+        # the whole value as written (`mode fusd`, a bare word, not the string "fusd"); parts as plain values
+        problem = check_setting(s.name, value, lambda v, s=s, value=value: value_text(s.value if v is value else v))
         if problem is not None:
             hint = problem.hint
             close = closest(problem.choice, problem.choices) if problem.choice else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from partc.errors import PartError, SpecError, valid_names
+from partc.errors import PartError, SpecError, closest, valid_names
 from partc.ir import ParamRef
 from partc.language import ast
 
@@ -38,7 +38,8 @@ def literal(arg: ast.Arg, errors: list[PartError]) -> Any:
     """An argument outside any template: a bare name there names nothing."""
     unknown = next(refs_inside(arg.value), None)
     if unknown is not None:
-        errors.append(SpecError(f"unknown name '{unknown.name}'", unknown.loc, "write a number, a list or a string"))
+        errors.append(SpecError(f"unknown name '{unknown.name}'", unknown.loc,
+                                with_boolean_guess(unknown.name, "write a number, a list or a string")))
         return None
     return plain(arg.value)
 
@@ -49,11 +50,18 @@ def evaluate(value: Any, env: dict[str, Any], where: str, errors: list[PartError
         if value.name in env:
             return env[value.name]
         hint = valid_names(value.name, env, "parameters here") if env else "parameters here: none"
-        errors.append(SpecError(f"unknown name '{value.name}' in {where}", value.loc, hint))
+        errors.append(SpecError(f"unknown name '{value.name}' in {where}", value.loc,
+                                hint if "did you mean" in hint else with_boolean_guess(value.name, hint)))
         return None
     if isinstance(value, list):
         return [evaluate(v, env, where, errors) for v in value]
     return plain(value)
+
+
+def with_boolean_guess(name: str, hint: str) -> str:
+    """`hint`, led by "did you mean 'true'?" when `name` is a misspelt true or false."""
+    close = closest(name, ["true", "false"], cutoff=0.75)  # 'ture', 'flase'; not 'fast' for 'false'
+    return f"did you mean '{close}'? {hint}" if close else hint
 
 
 def symbolic(value: Any, params: list[str]) -> Any:
