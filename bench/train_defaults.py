@@ -138,8 +138,8 @@ def run_once(variant: str, spec: str, baseline: Path | None) -> dict:
             rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
             result["train_s"] = sum({r["epoch"]: r["time_s"] for r in rows if r["split"] == "train"}.values())
             info = json.loads((out / "run.json").read_text())
-            if "cpu" in info:
-                result["chose"] = f"{info['cpu']['threads']} thread(s) ({info['cpu']['chosen_by']})"
+            if "threads" in info:
+                result["chose"] = f"{info['threads']} thread(s)"
         else:
             result.update(json.loads(stdout.strip().splitlines()[-1]))
         return result
