@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from partc.errors import CheckpointError, PartError, SpecError, TrainError
 from partc.run import load_checkpoint, load_trained_model, run_paths
 from partc.train import train
 from partc.train.extend import extend
+from tests.processes import kill_at_first_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -256,12 +256,7 @@ def test_sigkill_during_extend_then_resume_gives_the_uninterrupted_result(base_r
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     reference = subprocess.Popen(command(straight), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     victim = subprocess.Popen(command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = run_paths(killed)["checkpoints"] / "epoch_0001.pt"
-    deadline = time.monotonic() + 120
-    while not first.exists() and victim.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    victim.send_signal(signal.SIGKILL)
-    assert victim.wait() == -signal.SIGKILL, "the extension finished before it could be killed"
+    kill_at_first_checkpoint(victim, killed)
     done = subprocess.run(command(killed, "--resume"), env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     assert reference.wait(timeout=180) == 0, reference.stderr.read().decode()

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from partc.run import load_checkpoint, run_paths
+from tests.processes import kill_at_first_checkpoint
 from tests.train_specs import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,12 +41,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     victim = subprocess.Popen(command(spec, killed), cwd=ROOT, env=environment(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = run_paths(killed)["checkpoints"] / "epoch_0001.pt"
-    deadline = time.monotonic() + 120
-    while not first.exists() and victim.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    victim.send_signal(signal.SIGKILL)
-    assert victim.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    kill_at_first_checkpoint(victim, killed)
 
     checkpoints = run_paths(killed)["checkpoints"]
     epoch_at_kill = load_checkpoint(run_paths(killed)["last"])["epoch"]

@@ -172,6 +172,24 @@ def add_distributed_options(p: argparse.ArgumentParser) -> None:
                         "collective (default: 10 minutes)")
 
 
+def add_training_options(p, whose: str) -> None:
+    """The options `partc train` and `partc extend` share that change how a run trains."""
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                   help="auto (default): cuda when available, else cpu")
+    p.add_argument("--epochs", type=int_at_least(1), help=f"override {whose} epochs (with --resume: train longer)")
+    p.add_argument("--mode", choices=["fused", "interleaved"], help=f"override {whose} training mode")
+    p.add_argument("--data-root", help="folder where relative data paths of the spec are looked up first")
+
+
+def add_output_options(p) -> None:
+    """The options `partc train` and `partc extend` share for threads, output and several processes."""
+    p.add_argument("--threads", type=int_at_least(1),
+                   help="CPU threads for torch (default: 1 for a network of small layers, else the CPUs this "
+                        "process may use; with --resume, the count the run trained with; docs/train.md)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, epoch lines or results table")
+    add_distributed_options(p)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train every task of a spec in parallel into a run directory",
@@ -182,21 +200,13 @@ def register(subparsers) -> None:
                                  "or runs/<network>_nosharing)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
                    "(with --seeds: every member; finished ones are kept, new seeds are added)")
-    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
-                   help="auto (default): cuda when available, else cpu")
-    p.add_argument("--epochs", type=int_at_least(1), help="override the spec's epochs (with --resume: train longer)")
-    p.add_argument("--mode", choices=["fused", "interleaved"], help="override the spec's training mode")
-    p.add_argument("--data-root", help="folder where relative data paths of the spec are looked up first")
+    add_training_options(p, "the spec's")
     p.add_argument("--no-sharing", action="store_true",
                    help="train the no-sharing baseline: every task gets private copies of its path's segments")
     p.add_argument("--seeds", type=_seeds, metavar="1,2,3",
                    help="a seed group: one run per train seed into OUT/seed-N (same network, paths and data splits; "
                         "initial weights, data order and augmentation vary), marked by OUT/group.json")
-    p.add_argument("--threads", type=int_at_least(1),
-                   help="CPU threads for torch (default: 1 for a network of small layers, else the CPUs this "
-                        "process may use; with --resume, the count the run trained with; docs/train.md)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, epoch lines or results table")
-    add_distributed_options(p)
+    add_output_options(p)
     p.set_defaults(func=cmd_train, parser=p)
 
     p = subparsers.add_parser(
@@ -208,16 +218,11 @@ def register(subparsers) -> None:
     p.add_argument("spec", metavar="GROWN.part", help="the base spec with new tasks")
     p.add_argument("--out", required=True, metavar="NEW_RUN", help="the new run directory (not inside BASE_RUN)")
     p.add_argument("--resume", action="store_true", help="continue the extension in NEW_RUN from its last checkpoint")
-    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto (default): cuda when available")
-    p.add_argument("--epochs", type=int_at_least(1), help="override the grown spec's epochs")
-    p.add_argument("--mode", choices=["fused", "interleaved"], help="override the grown spec's training mode")
-    p.add_argument("--data-root", help="folder where relative data paths of the spec are looked up first")
+    add_training_options(p, "the grown spec's")
     p.add_argument("--no-freeze", action="store_true",
                    help="fine-tune everything from the base weights (the old tasks then change: for comparison)")
     p.add_argument("--seeds", type=_seeds, metavar="1,2,3",
                    help="a seed group: one extension per train seed into NEW_RUN/seed-N (a base seed group is "
                         "extended member by member)")
-    p.add_argument("--threads", type=int_at_least(1), help="CPU threads for torch (as partc train)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, epoch lines or results table")
-    add_distributed_options(p)
+    add_output_options(p)
     p.set_defaults(func=cmd_extend, parser=p)
