@@ -401,3 +401,28 @@ def test_another_tasks_own_copy_never_reaches_a_task_file(owned_run, tmp_path):
     save_checkpoint(run_paths(copy)["last"], state)
     (again,) = export_tasks(copy, tmp_path / "out", tasks=["a"])
     assert again.path.read_bytes() == folded.path.read_bytes()
+
+
+CASE_SPEC = """network cases {
+  input x: float[1, 8, 8]
+  level l1 = 2 x conv(4, k=3, pad=1) then relu, avgpool
+  task a { data synthetic(classes=2, samples=20) path l1[0] }
+  task A { data synthetic(classes=2, samples=20) path l1[1] }
+}
+"""
+
+
+def test_task_files_that_differ_only_in_case_are_refused_where_the_folder_ignores_case(tmp_path, monkeypatch):
+    from partc.export import pipeline
+
+    spec = tmp_path / "cases.part"
+    spec.write_text(CASE_SPEC)
+    assert pipeline._case_sensitive(tmp_path / "not" / "yet")  # this machine's file system tells a from A
+    files = export_tasks(spec, tmp_path / "out")
+    assert sorted(f.path.name for f in files) == ["A.onnx", "a.onnx"]
+    monkeypatch.setattr(pipeline, "_case_sensitive", lambda out: False)  # as on macOS or Windows
+    with pytest.raises(ExportError, match="ignores case, so the files of tasks 'a' and 'A' would be one file"):
+        export_tasks(spec, tmp_path / "elsewhere")
+    assert not (tmp_path / "elsewhere").exists()
+    (one,) = export_tasks(spec, tmp_path / "just_a", tasks=["a"])  # one task at a time still works
+    assert one.path.name == "a.onnx"

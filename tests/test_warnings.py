@@ -61,3 +61,11 @@ def test_a_clean_spec_passes_strict(tmp_path, capsys):
                     .replace("classes=[0]", "classes=[0, 1]").replace("path l1[0, 1] }\n  task b", "path l1[0] }\n  task b"))
     assert main(["check", "--strict", str(spec)]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_task_names_equal_but_for_case_are_warned_about():
+    net = partc.loads(SPEC.replace("classes=[0]", "classes=[0, 1]").replace(
+        "  task b", "  task A { data digits(classes=[4, 5]) path l1[0] }\n  task b"), "w.part")
+    (warning,) = [w for w in net.warnings if "case" in w.message]
+    assert warning.message == "task 'A' differs from task 'a' only in case" and warning.loc.line == 7
+    assert "A.onnx" in warning.hint and "case-insensitive" in warning.hint

@@ -99,6 +99,7 @@ def export_tasks(source: str | Path, out_dir: str | Path, *, tasks: list[str] | 
     net = src.net
     tensors, params = src.tensors(), src.parameter_names()
     out = Path(out_dir)
+    _refuse_case_collisions(names, out)
     results = []
     for name in names:
         stats = src.stats[name]
@@ -119,6 +120,36 @@ def export_tasks(source: str | Path, out_dir: str | Path, *, tasks: list[str] | 
         log(f"whole network '{net.name}': {net.total_params:,} parameters = {_size(whole)} in fp32; "
             f"{len(results)} task file(s), each {span} of that, written to {out}")
     return results
+
+
+def _refuse_case_collisions(names: list[str], out: Path) -> None:
+    """Task files whose names differ only in case would overwrite each other where the folder ignores case."""
+    by_folded: dict[str, list[str]] = {}
+    for name in names:
+        by_folded.setdefault(name.casefold(), []).append(name)
+    clashes = [group for group in by_folded.values() if len(group) > 1]
+    if clashes and not _case_sensitive(out):
+        shown = "; ".join(" and ".join(f"'{n}'" for n in group) for group in clashes)
+        raise ExportError(f"the file system of '{out}' ignores case, so the files of tasks {shown} would be one file",
+                          hint="export into a folder on a case-sensitive file system, or export those tasks "
+                               "one at a time into separate folders (--task)")
+
+
+def _case_sensitive(out: Path) -> bool:
+    """Whether the file system that will hold OUT tells 'a' from 'A' (probed with a temporary file)."""
+    import tempfile
+
+    folder = out
+    while not folder.is_dir():
+        if folder.parent == folder:
+            return True
+        folder = folder.parent
+    try:
+        with tempfile.NamedTemporaryFile(prefix=".partc-case-probe-", dir=folder) as probe:
+            name = Path(probe.name)
+            return not (name.parent / name.name.upper()).exists()
+    except OSError:
+        return True  # cannot probe (read-only, say): writing the files will say what is wrong
 
 
 def export_fused(source: str | Path, out_dir: str | Path, *, tasks: list[str] | None = None,

@@ -6,6 +6,7 @@ network, silent. Each is located, and the list is in source order:
 
 - a segment no task routes through (built, never trained);
 - two tasks on the same route (every segment shared, only the heads differ);
+- two task names that differ only in case (their exported files collide on macOS and Windows);
 - an input no task reads (other than the first, which sets the levels' shape);
 - a segment template no level or stem uses, or a parameter its layers never use;
 - a task with a single class (its cross-entropy is always 0: it learns nothing);
@@ -31,6 +32,7 @@ def find_warnings(net: Network, tree: ast.Network) -> list[PartError]:
     found: list[SpecWarning] = []
     found += _unused_segments(net)
     found += _same_routes(net)
+    found += _names_equal_but_for_case(net)
     found += _unused_inputs(net)
     found += _unused_templates(net, tree)
     found += _single_class_tasks(net)
@@ -69,6 +71,19 @@ def _same_routes(net: Network) -> list[SpecWarning]:
             f"task '{name}' takes the same route as task '{first[route]}' (the same segments at every level)",
             task.loc, "the two share every segment and differ only in their heads; give one another path "
                       "if that is not meant"))
+    return found
+
+
+def _names_equal_but_for_case(net: Network) -> list[SpecWarning]:
+    first: dict[str, str] = {}
+    found = []
+    for name, task in net.tasks.items():
+        other = first.setdefault(name.casefold(), name)
+        if other != name:
+            found.append(SpecWarning(
+                f"task '{name}' differs from task '{other}' only in case", task.loc,
+                f"partc export writes a file per task ({other}.onnx, {name}.onnx), which are one file on "
+                f"case-insensitive file systems (macOS, Windows): rename one"))
     return found
 
 
