@@ -385,6 +385,22 @@ def require_info(run_dir: str | Path) -> dict[str, Any]:
     return info
 
 
+def recorded_splits(info: dict[str, Any]) -> dict[str, Any] | None:
+    """run.json's record of the run's data splits; None for a run from before splits by sample.
+
+    A record that is there but not what partc writes (a hand edit, a damaged file) is a CheckpointError,
+    not taken for an old run.
+    """
+    recorded = info.get("splits")
+    if recorded is None:
+        return None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("digests", {}), dict):
+        raise CheckpointError(f"run.json has a damaged 'splits' entry ({json.dumps(recorded)[:80]}): partc "
+                              "writes an object of split digests per task",
+                              hint="restore run.json from a copy, or train again")
+    return recorded
+
+
 def load_run_network(run_dir: str | Path) -> Network:
     """The checked network of a run, from the spec text saved in it."""
     from partc.spec import loads

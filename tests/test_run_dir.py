@@ -278,6 +278,16 @@ def test_damaged_entries_are_refused_before_anything_is_written(trained, tiny):
         _refused_and_untouched(trained, net, data, match)
 
 
+@pytest.mark.parametrize("splits", [5, "by sample", {"digests": [1, 2]}])
+def test_a_damaged_splits_record_is_named_as_damaged_not_as_an_old_run(trained, tiny, splits, capsys, tmp_path):
+    net, data = tiny
+    info = json.loads(run_paths(trained)["info"].read_text())
+    run_paths(trained)["info"].write_text(json.dumps({**info, "splits": splits}))
+    _refused_and_untouched(trained, net, data, "run.json has a damaged 'splits' entry")
+    code, err = cli(["report", str(trained), "-o", str(tmp_path / "report")], capsys)
+    assert code == 0 and "damaged 'splits' entry" in err and "before partc split data by sample" not in err
+
+
 def test_a_state_dict_error_names_the_key(trained, tiny):
     net, data = tiny
     state = {k: v for k, v in load_checkpoint(run_paths(trained)["last"]).items() if k != "format"}

@@ -40,6 +40,7 @@ from partc.run import (
     load_trained_model,
     read_group,
     read_info,
+    recorded_splits,
     run_members,
     run_paths,
 )
@@ -315,9 +316,13 @@ def _check_splits(infos: dict[str, dict], base: _Members | None, data: dict[str,
     for label, info in runs.items():
         if not info:
             continue
-        recorded = info.get("splits")
         who = label if label.startswith("baseline") else ("run" if len(infos) == 1 else f"seed {label}")
-        if not isinstance(recorded, dict):
+        try:
+            recorded = recorded_splits(info)
+        except CheckpointError as e:
+            problems.append(f"{who}: {e.message}; its splits cannot be compared with those evaluated here")
+            continue
+        if recorded is None:
             problems.append(f"{who}: trained before partc split data by sample: its test split is not the one "
                             "evaluated here, and tasks sharing classes may have trained on each other's test samples")
             continue

@@ -40,6 +40,7 @@ from partc.run import (
     prune_checkpoints,
     read_info,
     read_metrics,
+    recorded_splits,
     remove_temp_files,
     require_info,
     run_paths,
@@ -164,7 +165,7 @@ def _prepare(out: Path, net: Network, state: dict | None, recorded: dict | None,
     check_data(net, data)
     splits = _split_record(data)
     if state is not None:
-        _check_same_splits(out, recorded.get("splits"), splits)
+        _check_same_splits(out, recorded_splits(recorded), splits)
     runtime.setup()
     check_memory(net, cfg, runtime, data)
     with allocation_errors(net, cfg, runtime, data):
@@ -387,7 +388,7 @@ def _resume_checkpoint(out: Path, net: Network, no_sharing: bool) -> dict:
 
 def _check_same_splits(out: Path, recorded: Any, now: dict[str, Any]) -> None:
     """A resumed run must train and test on the samples it started with."""
-    if not isinstance(recorded, dict):
+    if recorded is None:
         raise TrainError(f"run '{out}' was trained before partc split data by sample: resuming it would change "
                          "its train/val/test samples mid-run", hint="start a new run (its splits are by sample)")
     before = recorded.get("digests") or {}
