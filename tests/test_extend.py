@@ -87,13 +87,16 @@ def probe(net, task: str, n: int = 7) -> torch.Tensor:
     return torch.randn(n, *net.inputs[net.tasks[task].input].shape, generator=gen)
 
 
-def test_base_tasks_compute_exactly_what_they_computed(base_run, extended):
-    _, old, _ = load_trained_model(base_run)
-    net, new, _ = load_trained_model(extended)
+def equal_logits(before_run, after_run, tasks: tuple[str, ...]) -> bool:
+    """Whether the two runs' last checkpoints give every one of `tasks` the same logits (to the bit) on a probe."""
+    _, before, _ = load_trained_model(before_run)
+    net, after, _ = load_trained_model(after_run)
     with torch.no_grad():
-        for task in ("a", "b"):
-            x = probe(net, task)
-            assert torch.equal(old(x, task=task), new(x, task=task))
+        return all(torch.equal(before(x, task=t), after(x, task=t)) for t in tasks for x in [probe(net, t)])
+
+
+def test_base_tasks_compute_exactly_what_they_computed(base_run, extended):
+    assert equal_logits(base_run, extended, ("a", "b"))
     base_results = json.loads(run_paths(base_run)["results"].read_text())["tasks"]
     results = json.loads(run_paths(extended)["results"].read_text())["tasks"]
     for task in ("a", "b"):  # re-measured in the new run, equal to the base run's
@@ -146,32 +149,19 @@ def test_onnx_exports_of_base_tasks_run_identically(base_run, extended, tmp_path
 def test_interleaved_extension_and_a_second_extension(base_run, extended, tmp_path):
     out = tmp_path / "interleaved"
     extend(base_run, base_run.parent / "grown.part", out, device="cpu", quiet=True, mode="interleaved", epochs=1)
-    _, old, _ = load_trained_model(base_run)
-    net, new, _ = load_trained_model(out)
-    with torch.no_grad():
-        x = probe(net, "b")
-        assert torch.equal(old(x, task="b"), new(x, task="b"))
+    assert equal_logits(base_run, out, ("b",))
     # grow the grown run again: its tasks (a..d) are the base now
     again = write(tmp_path / "again.part", GROWN.replace(
         "  train {", "  task e { data synthetic(classes=2, samples=60) path random(1) }\n  train {"))
     third = tmp_path / "third"
     extend(extended, again, third, device="cpu", quiet=True, epochs=1)
-    _, second, _ = load_trained_model(extended)
-    _, grown_twice, _ = load_trained_model(third)
-    with torch.no_grad():
-        for task in ("a", "c"):
-            x = probe(net, task)
-            assert torch.equal(second(x, task=task), grown_twice(x, task=task))
+    assert equal_logits(extended, third, ("a", "c"))
 
 
 def test_without_freezing_the_base_tasks_change(base_run, tmp_path):
     out = tmp_path / "naive"
     extend(base_run, base_run.parent / "grown.part", out, device="cpu", quiet=True, freeze=False, epochs=1)
-    _, old, _ = load_trained_model(base_run)
-    net, new, _ = load_trained_model(out)
-    with torch.no_grad():
-        x = probe(net, "b")  # b shares l1[1] with c, which now trains it
-        assert not torch.equal(old(x, task="b"), new(x, task="b"))
+    assert not equal_logits(base_run, out, ("b",))  # b shares l1[1] with c, which now trains it
 
 
 def test_check_with_a_base_shows_the_routes_extend_will_use(base_run, capsys):
@@ -325,12 +315,7 @@ def test_a_new_task_gets_its_own_batchnorm_in_a_frozen_segment(tmp_path):
             assert torch.equal(last[key], init[key]), key
     assert not torch.equal(last["levels.l1.1.1.c.weight"], init["levels.l1.1.1.c.weight"])
     assert not torch.equal(last["levels.l1.1.1.c.running_mean"], init["levels.l1.1.1.c.running_mean"])
-    _, old, _ = load_trained_model(base)
-    net, new, _ = load_trained_model(out)
-    with torch.no_grad():
-        for task in ("a", "b"):
-            x = probe(net, task)
-            assert torch.equal(old(x, task=task), new(x, task=task))
+    assert equal_logits(base, out, ("a", "b"))
 
 
 def test_extend_a_seed_group_member_by_member(tmp_path):
@@ -346,10 +331,6 @@ def test_extend_a_seed_group_member_by_member(tmp_path):
     extend_group(base, grown, out, [1, 2], device="cpu", quiet=True)
     assert is_group(out)
     for seed in (1, 2):
-        _, old, _ = load_trained_model(member_dir(base, seed))
-        net2, new, _ = load_trained_model(member_dir(out, seed))
-        with torch.no_grad():
-            x = probe(net2, "a")
-            assert torch.equal(old(x, task="a"), new(x, task="a"))  # each member grows its own base member
+        assert equal_logits(member_dir(base, seed), member_dir(out, seed), ("a",))  # each grows its own base
     with pytest.raises(TrainError, match="no member for seed"):
         extend_group(base, grown, tmp_path / "other", [3], device="cpu", quiet=True)
